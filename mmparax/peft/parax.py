@@ -1,0 +1,536 @@
+r"""ParaX: Parameters as Experts.
+
+Every stage of a frozen backbone owns an :class:`ExpertCenter`, a pool of M
+trainable low-rank projections and depthwise kernels. Each adapter of the
+stage routes its input image into a per-sample mixture of those experts:
+
+.. math::
+
+    W_1 = \sum_m g_1[m] D_m,\quad W_2 = \sum_m g_2[m] U_m,\quad
+    K_k = \sum_m g_k[m] B^{(k)}_m,\qquad g = \mathrm{softmax}(\mathrm{router}
+    (\bar{x}))
+
+and applies ``x + LS * (W_2 GELU(... cascade of K_k ... W_1 x))`` to the
+residual stream (see :meth:`ParaXAdapter.forward` for the exact order).
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import PEFTModule
+
+
+def _trunc_normal(slot):
+    nn.init.trunc_normal_(slot, std=0.02)
+
+
+def _kaiming_normal(slot):
+    nn.init.kaiming_normal_(slot)
+
+
+def _kaiming_uniform(slot):
+    nn.init.kaiming_uniform_(slot, a=math.sqrt(5))
+
+
+EXPERT_INITS = {
+    'trunc_normal': _trunc_normal,
+    'kaiming_normal': _kaiming_normal,
+    'kaiming_uniform': _kaiming_uniform,
+}
+ROUTER_ACTS = ('softmax', 'sigmoid', 'relu')
+LAYOUTS = ('cascade', 'parallel', 'sequential')
+LAYER_INITS = ('kaiming_uniform', 'trunc_normal')
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f'{name}={value!r} is not supported; '
+                         f'choose one of {tuple(choices)}')
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+
+
+def _check_kernel_sizes(kernel_sizes):
+    if isinstance(kernel_sizes, int) or not isinstance(kernel_sizes,
+                                                       (list, tuple)):
+        raise TypeError('kernel_sizes must be a list or tuple of odd '
+                        f'integers such as (3, 5, 7), got {kernel_sizes!r}')
+    for k in kernel_sizes:
+        if not isinstance(k, int) or k <= 0 or k % 2 == 0:
+            raise ValueError('kernel_sizes must hold positive odd integers '
+                             f'("same" padding needs odd kernels), got {k!r} '
+                             f'in {tuple(kernel_sizes)}')
+    if not kernel_sizes:
+        raise ValueError('kernel_sizes is empty; to switch the conv branch '
+                         'off use with_conv=False')
+    if len(set(kernel_sizes)) != len(kernel_sizes):
+        raise ValueError(f'kernel_sizes has duplicates: {tuple(kernel_sizes)}')
+    return tuple(kernel_sizes)
+
+
+def _to_tokens(x):
+    """[B, C, H, W] -> [B, H*W, C]."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def _to_grid(x, hw_shape):
+    """[B, H*W, C] -> [B, C, H, W]."""
+    B, L, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, *hw_shape)
+
+
+class ExpertCenter(PEFTModule):
+    """Experts shared by the adapters of one stage (or group of blocks).
+
+    Args:
+        dim (int): Channels C of the stage.
+        rank (int): Bottleneck width.
+        num_experts (int): Number of expert slots M.
+        kernel_sizes (Sequence[int]): Kernel sizes of the depthwise expert
+            banks; empty when the conv branch is off.
+        init (str): Init of every slot: ``'trunc_normal'`` (std 0.02),
+            ``'kaiming_normal'`` or ``'kaiming_uniform'`` (a=sqrt(5)).
+
+    Parameters: ``down`` [M, rank, C] and ``up`` [M, C, rank] (stored like
+    ``nn.Linear`` weights, out x in) and ``kernels['kxk']`` [M, rank, 1, k, k].
+    """
+
+    peft_component = 'expert_centers'
+
+    def __init__(self,
+                 dim: int,
+                 rank: int,
+                 num_experts: int,
+                 kernel_sizes: Sequence[int] = (3, 5, 7),
+                 init: str = 'trunc_normal'):
+        super().__init__()
+        _check_positive_int('dim', dim)
+        _check_positive_int('rank', rank)
+        _check_positive_int('num_experts', num_experts)
+        _check_choice('expert init', init, EXPERT_INITS)
+        self.dim = dim
+        self.rank = rank
+        self.num_experts = num_experts
+        self.kernel_sizes = _check_kernel_sizes(kernel_sizes)
+        self.init = init
+        self.down = nn.Parameter(torch.empty(num_experts, rank, dim))
+        self.up = nn.Parameter(torch.empty(num_experts, dim, rank))
+        self.kernels = nn.ParameterDict({
+            f'{k}x{k}': nn.Parameter(torch.empty(num_experts, rank, 1, k, k))
+            for k in self.kernel_sizes
+        })
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        init = EXPERT_INITS[self.init]
+        for param in self.parameters():
+            for slot in param:
+                init(slot)
+
+    @staticmethod
+    def _mix(gate, bank):
+        """gate [B, M], bank [M, ...] -> [B, ...]."""
+        return (gate @ bank.flatten(1)).view(gate.shape[0], *bank.shape[1:])
+
+    def mix(self, gates: torch.Tensor):
+        """Per-sample expert mixtures.
+
+        Args:
+            gates (Tensor): [B, 2 + len(kernel_sizes), M] routing weights, in
+                the group order (down, up, kernel_sizes...).
+
+        Returns:
+            tuple: ``down`` [B, rank, C], ``up`` [B, C, rank] and a list of
+            kernels [B, rank, 1, k, k], one per kernel size.
+        """
+        down = self._mix(gates[:, 0], self.down)
+        up = self._mix(gates[:, 1], self.up)
+        kernels = [
+            self._mix(gates[:, 2 + i], self.kernels[f'{k}x{k}'])
+            for i, k in enumerate(self.kernel_sizes)
+        ]
+        return down, up, kernels
+
+    def extra_repr(self):
+        return (f'dim={self.dim}, rank={self.rank}, '
+                f'num_experts={self.num_experts}, '
+                f'kernel_sizes={self.kernel_sizes}, init={self.init!r}')
+
+
+def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor):
+    """Depthwise conv with a different kernel for every sample.
+
+    Args:
+        x (Tensor): [B, C, H, W].
+        weight (Tensor): [B, C, 1, k, k], k odd ("same" padding, no bias).
+
+    Returns:
+        Tensor: [B, C, H, W].
+    """
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    # One grouped conv over the batch folded into channels: no Python loop
+    # over samples, and one kernel launch per kernel size.
+    out = F.conv2d(
+        x.reshape(1, B * C, H, W),
+        weight.reshape(B * C, 1, k, k),
+        padding=k // 2,
+        groups=B * C)
+    return out.view(B, C, H, W)
+
+
+class ParaXAdapter(PEFTModule):
+    """ParaX adapter: routes its input into its stage's expert center.
+
+    Args:
+        dim (int): Channels C of the residual stream.
+        rank (int): Bottleneck width. Default: 128.
+        num_experts (int): Experts M of the center it routes into.
+        kernel_sizes (Sequence[int]): Kernel sizes of the routed depthwise
+            cascade. Default: (3, 5, 7).
+        with_conv (bool): Conv branch (static depthwise 3x3 convs and the
+            routed cascade). ``False`` gives the paper's ParaX‡. Default: True.
+        scale_attention (bool): Mix the cascade outputs with the per-token
+            scale attention (SA); otherwise average them. Default: True.
+        layout (str): ``'cascade'`` (each conv sees a learned blend of the
+            cascade input and the previous output), ``'sequential'`` (each
+            conv sees the previous output) or ``'parallel'`` (each conv sees
+            the cascade input). Default: 'cascade'.
+        router_hidden (int): Router hidden width. Default: 16.
+        router_act (str): Gate activation over the M experts of each group:
+            ``'softmax'``, ``'sigmoid'`` or ``'relu'``. Default: 'softmax'.
+        top_k (int, optional): Keep the k largest gates of each group (sparse
+            routing); None keeps all M. Default: None.
+        layer_scale (float, optional): Init of the per-channel output scale
+            (with a bias initialised to 0); None disables both. Default: 1.0.
+        res_scale (float, optional): Init of the per-channel scale of the
+            residual path (with a bias initialised to 0); None disables
+            both. Default: 1.0.
+        layer_init (str): Init of the adapter's own Linear and Conv layers:
+            ``'kaiming_uniform'`` (PyTorch's, a=sqrt(5), biases 0) or
+            ``'trunc_normal'`` (std 0.02, biases 0). Default: 'kaiming_uniform'.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 rank: int = 128,
+                 num_experts: int = 1,
+                 kernel_sizes: Sequence[int] = (3, 5, 7),
+                 with_conv: bool = True,
+                 scale_attention: bool = True,
+                 layout: str = 'cascade',
+                 router_hidden: int = 16,
+                 router_act: str = 'softmax',
+                 top_k: Optional[int] = None,
+                 layer_scale: Optional[float] = 1.0,
+                 res_scale: Optional[float] = 1.0,
+                 layer_init: str = 'kaiming_uniform'):
+        super().__init__()
+        _check_positive_int('dim', dim)
+        _check_positive_int('rank', rank)
+        _check_positive_int('num_experts', num_experts)
+        _check_positive_int('router_hidden', router_hidden)
+        _check_choice('layout', layout, LAYOUTS)
+        _check_choice('router_act', router_act, ROUTER_ACTS)
+        _check_choice('layer_init', layer_init, LAYER_INITS)
+        if top_k is not None:
+            _check_positive_int('top_k', top_k)
+            if top_k > num_experts:
+                raise ValueError(
+                    f'top_k={top_k} is larger than the {num_experts} experts '
+                    'of this center; use top_k <= num_experts or None for '
+                    'dense routing')
+        self.dim = dim
+        self.rank = rank
+        self.num_experts = num_experts
+        self.with_conv = with_conv
+        self.kernel_sizes = _check_kernel_sizes(kernel_sizes) \
+            if with_conv else ()
+        self.layout = layout
+        self.router_act = router_act
+        self.top_k = top_k
+        self.layer_init = layer_init
+        self.num_groups = 2 + len(self.kernel_sizes)
+        num_kernels = len(self.kernel_sizes)
+
+        self.norm = nn.LayerNorm(dim)
+        self.norm_gamma = nn.Parameter(torch.full((dim, ), 1e-5))
+        if with_conv:
+            self.dwconv1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+            self.dwconv2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.router = nn.Sequential(
+            nn.Linear(dim, router_hidden), nn.GELU(),
+            nn.Linear(router_hidden, self.num_groups * num_experts))
+        self.scale_attn = nn.Linear(rank, num_kernels) \
+            if scale_attention and num_kernels > 1 else None
+        if layout == 'cascade' and num_kernels > 1:
+            self.cascade_scale = nn.Parameter(torch.ones(2 * (num_kernels - 1)))
+        else:
+            self.cascade_scale = None
+        self.proj = nn.Linear(rank, rank)
+        self.layer_scale_init = layer_scale
+        self.res_scale_init = res_scale
+        if layer_scale is not None:
+            self.layer_scale = nn.Parameter(torch.empty(dim))
+            self.layer_bias = nn.Parameter(torch.empty(dim))
+        if res_scale is not None:
+            self.res_scale = nn.Parameter(torch.empty(dim))
+            self.res_bias = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                if self.layer_init == 'trunc_normal':
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                else:
+                    nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+                nn.init.zeros_(m.bias)
+        self.norm.reset_parameters()
+        self.norm_gamma.fill_(1e-5)
+        if self.cascade_scale is not None:
+            self.cascade_scale.fill_(1.0)
+        if self.layer_scale_init is not None:
+            self.layer_scale.fill_(self.layer_scale_init)
+            self.layer_bias.zero_()
+        if self.res_scale_init is not None:
+            self.res_scale.fill_(self.res_scale_init)
+            self.res_bias.zero_()
+
+    def route(self, x: torch.Tensor) -> torch.Tensor:
+        """Routing weights from the token average.
+
+        Args:
+            x (Tensor): [B, L, C] tokens.
+
+        Returns:
+            Tensor: [B, num_groups, M] gates, each group normalised over M.
+        """
+        logits = self.router(x.mean(dim=1))
+        logits = logits.view(x.shape[0], self.num_groups, self.num_experts)
+        keep = None
+        if self.top_k is not None and self.top_k < self.num_experts:
+            top = logits.topk(self.top_k, dim=-1).indices
+            keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(
+                -1, top, True)
+        if self.router_act == 'softmax':
+            if keep is not None:
+                logits = logits.masked_fill(~keep, float('-inf'))
+            return logits.softmax(dim=-1)
+        gates = logits.sigmoid() if self.router_act == 'sigmoid' \
+            else logits.relu()
+        return gates if keep is None else gates * keep
+
+    def _spatial_mix(self, x0, kernels, hw_shape):
+        """Routed depthwise convs and scale attention on [B, L, rank]."""
+        grid = _to_grid(x0, hw_shape)
+        outs, prev = [], None
+        for i, kernel in enumerate(kernels):
+            if i == 0 or self.layout == 'parallel':
+                inp = grid
+            elif self.layout == 'sequential':
+                inp = prev
+            else:
+                a = self.cascade_scale
+                inp = a[2 * i - 2] * grid + a[2 * i - 1] * prev
+            prev = dynamic_depthwise_conv(inp, kernel)
+            outs.append(prev)
+        if len(outs) == 1:
+            return _to_tokens(outs[0])
+        outs = [_to_tokens(o) for o in outs]
+        if self.scale_attn is None:
+            return sum(outs) / len(outs)
+        weights = self.scale_attn(sum(outs)).softmax(dim=-1)
+        return sum(o * weights[..., i:i + 1] for i, o in enumerate(outs))
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int],
+                center: ExpertCenter) -> torch.Tensor:
+        """Adapt the residual stream.
+
+        Args:
+            x (Tensor): [B, L, C] tokens, L = H * W.
+            hw_shape (tuple[int, int]): (H, W) token grid.
+            center (ExpertCenter): The expert center of this adapter's stage.
+
+        Returns:
+            Tensor: [B, L, C].
+        """
+        shortcut = x
+        x = self.norm(x) * self.norm_gamma + x
+        if self.with_conv:
+            x = x + _to_tokens(self.dwconv1(_to_grid(x, hw_shape)))
+
+        down, up, kernels = center.mix(self.route(x))
+        x = torch.bmm(x, down.transpose(1, 2))  # [B, L, rank]
+        # Without a conv branch the reference adds the projection to itself.
+        mixed = self._spatial_mix(x, kernels, hw_shape) \
+            if kernels else x
+        x = mixed + x
+        x = F.gelu(x + self.proj(x))
+        x = torch.bmm(x, up.transpose(1, 2))  # [B, L, C]
+        if self.with_conv:
+            x = x + _to_tokens(self.dwconv2(_to_grid(x, hw_shape)))
+
+        if self.layer_scale_init is not None:
+            x = self.layer_scale * x + self.layer_bias
+        if self.res_scale_init is not None:
+            shortcut = self.res_scale * shortcut + self.res_bias
+        return x + shortcut
+
+    def extra_repr(self):
+        return (f'dim={self.dim}, rank={self.rank}, '
+                f'num_experts={self.num_experts}, '
+                f'kernel_sizes={self.kernel_sizes}, layout={self.layout!r}, '
+                f'router_act={self.router_act!r}, top_k={self.top_k}')
+
+
+class ParaX:
+    """ParaX settings of a host backbone, and the factory of its modules.
+
+    Host backbones build one set of expert centers per stage with
+    :meth:`build_centers` and their adapters with :meth:`build_adapter`;
+    block ``j`` of a stage routes into ``centers[center_index(j)]``.
+
+    Args:
+        rank (int): Bottleneck width. Default: 128.
+        kernel_sizes (Sequence[int]): Routed depthwise kernel sizes.
+            Default: (3, 5, 7).
+        with_conv (bool): Conv branch on. Default: True.
+        scale_attention (bool): Scale attention over the kernels. Default: True.
+        layout (str): ``'cascade'``, ``'sequential'`` or ``'parallel'``.
+        router_hidden (int): Router hidden width. Default: 16.
+        router_act (str): ``'softmax'``, ``'sigmoid'`` or ``'relu'``.
+        top_k (int, optional): Sparse routing: experts kept per gate.
+        expert_ratio (float): M = expert_ratio x blocks sharing a center
+            (rounded, at least 1). Default: 1.0.
+        num_experts (int | Sequence[int], optional): M per center, overriding
+            ``expert_ratio`` (one value, or one per stage).
+        blocks_per_center (int | Sequence[int], optional): Split each stage
+            into centers shared by this many consecutive blocks (one value, or
+            one per stage, None = the whole stage). Default: None.
+        expert_init (str): Expert init. Default: 'trunc_normal'.
+        layer_init (str): Init of the adapters' Linear/Conv layers.
+            Default: 'kaiming_uniform'.
+        layer_scale (float, optional): Adapter output scale init. Default: 1.0.
+        res_scale (float, optional): Residual scale init. Default: 1.0.
+    """
+
+    def __init__(self,
+                 rank: int = 128,
+                 kernel_sizes: Sequence[int] = (3, 5, 7),
+                 with_conv: bool = True,
+                 scale_attention: bool = True,
+                 layout: str = 'cascade',
+                 router_hidden: int = 16,
+                 router_act: str = 'softmax',
+                 top_k: Optional[int] = None,
+                 expert_ratio: float = 1.0,
+                 num_experts: Union[int, Sequence[int], None] = None,
+                 blocks_per_center: Union[int, Sequence[Optional[int]],
+                                          None] = None,
+                 expert_init: str = 'trunc_normal',
+                 layer_init: str = 'kaiming_uniform',
+                 layer_scale: Optional[float] = 1.0,
+                 res_scale: Optional[float] = 1.0):
+        _check_positive_int('rank', rank)
+        _check_positive_int('router_hidden', router_hidden)
+        _check_choice('layout', layout, LAYOUTS)
+        _check_choice('router_act', router_act, ROUTER_ACTS)
+        _check_choice('expert_init', expert_init, EXPERT_INITS)
+        _check_choice('layer_init', layer_init, LAYER_INITS)
+        if top_k is not None:
+            _check_positive_int('top_k', top_k)
+        if not expert_ratio > 0:
+            raise ValueError(
+                f'expert_ratio must be positive, got {expert_ratio!r}')
+        self.rank = rank
+        self.kernel_sizes = _check_kernel_sizes(kernel_sizes) \
+            if with_conv else ()
+        self.with_conv = with_conv
+        self.scale_attention = scale_attention
+        self.layout = layout
+        self.router_hidden = router_hidden
+        self.router_act = router_act
+        self.top_k = top_k
+        self.expert_ratio = expert_ratio
+        self.num_experts = num_experts
+        self.blocks_per_center = blocks_per_center
+        self.expert_init = expert_init
+        self.layer_init = layer_init
+        self.layer_scale = layer_scale
+        self.res_scale = res_scale
+
+    @staticmethod
+    def _per_stage(name, value, stage):
+        if isinstance(value, (list, tuple)):
+            if stage >= len(value):
+                raise ValueError(f'{name}={value!r} gives no value for stage '
+                                 f'{stage}; give one value per stage')
+            return value[stage]
+        return value
+
+    def _group_size(self, depth, stage):
+        size = self._per_stage('blocks_per_center', self.blocks_per_center,
+                               stage)
+        if size is None:
+            return depth
+        _check_positive_int('blocks_per_center', size)
+        return min(size, depth)
+
+    def center_index(self, block: int, depth: int, stage: int) -> int:
+        """Index of the center that block ``block`` of ``stage`` routes into."""
+        return block // self._group_size(depth, stage)
+
+    def build_centers(self, dim: int, depth: int,
+                      stage: int) -> nn.ModuleList:
+        """Expert centers of a stage of ``depth`` blocks and width ``dim``."""
+        size = self._group_size(depth, stage)
+        centers = nn.ModuleList()
+        for start in range(0, depth, size):
+            blocks = min(size, depth - start)
+            m = self._per_stage('num_experts', self.num_experts, stage)
+            if m is None:
+                m = max(1, int(round(self.expert_ratio * blocks)))
+            _check_positive_int('num_experts', m)
+            if self.top_k is not None and self.top_k > m:
+                raise ValueError(
+                    f'top_k={self.top_k} exceeds the {m} experts of stage '
+                    f'{stage} (a center shared by {blocks} blocks); lower '
+                    'top_k or raise expert_ratio / num_experts')
+            centers.append(
+                ExpertCenter(dim, self.rank, m, self.kernel_sizes,
+                             self.expert_init))
+        return centers
+
+    def build_adapter(self, dim: int, center: ExpertCenter) -> ParaXAdapter:
+        """An adapter of width ``dim`` routing into ``center``."""
+        return ParaXAdapter(
+            dim,
+            rank=self.rank,
+            num_experts=center.num_experts,
+            kernel_sizes=self.kernel_sizes,
+            with_conv=self.with_conv,
+            scale_attention=self.scale_attention,
+            layout=self.layout,
+            router_hidden=self.router_hidden,
+            router_act=self.router_act,
+            top_k=self.top_k,
+            layer_scale=self.layer_scale,
+            res_scale=self.res_scale,
+            layer_init=self.layer_init)
+
+    def __repr__(self):
+        keys = ('rank', 'kernel_sizes', 'with_conv', 'scale_attention',
+                'layout', 'router_hidden', 'router_act', 'top_k',
+                'expert_ratio', 'num_experts', 'blocks_per_center',
+                'expert_init', 'layer_init', 'layer_scale', 'res_scale')
+        args = ', '.join(f'{k}={getattr(self, k)!r}' for k in keys)
+        return f'ParaX({args})'
