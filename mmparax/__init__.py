@@ -1,5 +1,6 @@
 from .version import __version__
 
-from . import models  # noqa: F401,E402  (registers the backbones)
+# Importing registers the backbones, hooks and optimizer constructors.
+from . import engine, models  # noqa: F401,E402
 
 __all__ = ['__version__']

@@ -23,6 +23,10 @@ class Swin(PEFTBackboneMixin, SwinTransformer):
     Args: those of ``mmseg.models.backbones.SwinTransformer``.
     """
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self  # the parent returns None
+
     def new_module_names(self) -> List[str]:
         return [f'norm{i}' for i in self.out_indices]
 

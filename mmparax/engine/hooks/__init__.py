@@ -1,0 +1,3 @@
+from .peft_check_hook import PEFTCheckHook
+
+__all__ = ['PEFTCheckHook']

@@ -1,0 +1,3 @@
+from .peft_constructor import PEFTOptimWrapperConstructor
+
+__all__ = ['PEFTOptimWrapperConstructor']

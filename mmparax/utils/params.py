@@ -1,0 +1,67 @@
+"""Parameter accounting of PEFT models."""
+from collections import OrderedDict
+from typing import Dict
+
+import torch.nn as nn
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def backbone_components(backbone: nn.Module) -> 'OrderedDict[str, Dict]':
+    """Per-component ``{'trainable': n, 'total': n}`` of a backbone.
+
+    Components are those of ``backbone.peft_components()`` (adapters,
+    expert_centers, output_norms, pretrained) when the backbone is a
+    mmparax host backbone, else one ``'backbone'`` entry.
+    """
+    named = dict(backbone.named_parameters())
+    if hasattr(backbone, 'peft_components'):
+        groups = backbone.peft_components()
+    else:
+        groups = OrderedDict(backbone=list(named))
+    return OrderedDict(
+        (group, dict(
+            trainable=count(named[n] for n in names
+                            if named[n].requires_grad),
+            total=count(named[n] for n in names)))
+        for group, names in groups.items())
+
+
+def parameter_report(model: nn.Module) -> 'OrderedDict[str, Dict]':
+    """``{'trainable': n, 'total': n}`` per component of a whole model.
+
+    The backbone is split as in :func:`backbone_components`; every other
+    top-level child (decode heads, necks, detection heads) counts as
+    ``'heads'``.
+    """
+    report = OrderedDict()
+    backbone = getattr(model, 'backbone', None)
+    if backbone is not None:
+        report.update(backbone_components(backbone))
+    heads = [
+        p for name, child in model.named_children() if child is not backbone
+        for p in child.parameters()
+    ]
+    if heads:
+        report['heads'] = dict(
+            trainable=count(p for p in heads if p.requires_grad),
+            total=count(heads))
+    return report
+
+
+def trainable_summary(model: nn.Module) -> str:
+    """``trainable params: ... || all params: ... || trainable%: ...`` with
+    a per-component breakdown on the following lines."""
+    report = parameter_report(model)
+    trainable = count(p for p in model.parameters() if p.requires_grad)
+    total = count(model.parameters())
+    lines = [
+        f'trainable params: {trainable:,d} || all params: {total:,d} || '
+        f'trainable%: {100 * trainable / max(total, 1):.4f}'
+    ]
+    for name, c in report.items():
+        lines.append(f'  {name:<15} trainable {c["trainable"]:>13,d} / '
+                     f'{c["total"]:>13,d}')
+    return '\n'.join(lines)

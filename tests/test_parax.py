@@ -1,0 +1,200 @@
+import pytest
+import torch
+
+from mmparax.peft import ExpertCenter, ParaX, ParaXAdapter
+from parax_reference import reference_forward
+
+HW = (5, 6)
+
+
+def build(dim=12, depth=3, **kwargs):
+    parax = ParaX(rank=kwargs.pop('rank', 8), router_hidden=4, **kwargs)
+    center = parax.build_centers(dim, depth, stage=0)[0]
+    adapter = parax.build_adapter(dim, center)
+    return adapter.double(), center.double()
+
+
+def perturb(*modules):
+    """Move every scale away from its init so no term hides behind 1 or 0."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for m in modules:
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+
+
+VARIANTS = {
+    'default': {},
+    'conv_off': dict(with_conv=False),
+    'single_kernel': dict(kernel_sizes=(5, )),
+    'no_sa': dict(scale_attention=False),
+    'k579': dict(kernel_sizes=(5, 7, 9)),
+    'parallel': dict(layout='parallel'),
+    'sequential': dict(layout='sequential'),
+    'sigmoid': dict(router_act='sigmoid'),
+    'relu_top2': dict(router_act='relu', top_k=2),
+    'top1': dict(top_k=1),
+    'no_scales': dict(layer_scale=None, res_scale=None),
+    'ls_1e-5': dict(layer_scale=1e-5, res_scale=None),
+}
+
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_matches_literal_reference(name):
+    adapter, center = build(**VARIANTS[name])
+    perturb(adapter, center)
+    x = torch.randn(3, HW[0] * HW[1], 12, dtype=torch.float64)
+    out = adapter(x, HW, center)
+    ref = reference_forward(adapter, center, x, HW)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_reach_every_trainable_tensor():
+    adapter, center = build()
+    x = torch.randn(2, 30, 12, dtype=torch.float64, requires_grad=True)
+    adapter(x, HW, center).square().sum().backward()
+    for name, p in [*adapter.named_parameters(), *center.named_parameters()]:
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+def test_cpu_depthwise_gradients_match_autograd():
+    from mmparax.peft.parax import _DepthwiseConvCPU
+    for k in (3, 5, 7):
+        x = torch.randn(1, 6, 9, 8, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(6, 1, k, k, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(_DepthwiseConvCPU.apply, (x, w))
+
+
+def test_samples_are_independent():
+    adapter, center = build()
+    perturb(adapter, center)
+    x = torch.randn(4, 30, 12, dtype=torch.float64)
+    out = adapter(x, HW, center)
+    x2 = x.clone()
+    x2[1] = torch.randn(30, 12, dtype=torch.float64) * 3
+    out2 = adapter(x2, HW, center)
+    keep = [0, 2, 3]
+    torch.testing.assert_close(out[keep], out2[keep], rtol=0, atol=1e-12)
+    assert not torch.allclose(out[1], out2[1])
+
+
+def test_routing_is_per_sample():
+    adapter, center = build()
+    perturb(adapter, center)
+    x = torch.randn(2, 30, 12, dtype=torch.float64)
+    gates = adapter.route(x.mean(1))
+    assert gates.shape == (2, 5, 3)
+    torch.testing.assert_close(gates.sum(-1), torch.ones(2, 5).double())
+    assert not torch.allclose(gates[0], gates[1])
+
+
+def test_dense_routing_equals_top_k_all():
+    dense, center = build()
+    sparse, _ = build(top_k=3)
+    sparse.load_state_dict(dense.state_dict())
+    perturb(dense, center)
+    sparse.load_state_dict(dense.state_dict())
+    x = torch.randn(2, 30, 12, dtype=torch.float64)
+    torch.testing.assert_close(
+        dense(x, HW, center), sparse(x, HW, center), rtol=0, atol=0)
+
+
+def test_top_k_keeps_k_experts():
+    adapter, center = build(top_k=2)
+    x = torch.randn(3, 30, 12, dtype=torch.float64)
+    gates = adapter.route(x.mean(1))
+    assert ((gates > 0).sum(-1) == 2).all()
+
+
+def test_parameter_count_formula():
+    # 27C + h(C+1) + G M (h+1) + rank^2 + 4 rank + 7 per adapter,
+    # M (2 rank C + 83 rank) per center
+    C, h, M, R = 64, 16, 4, 32
+    parax = ParaX(rank=R, router_hidden=h)
+    center = parax.build_centers(C, M, 0)[0]
+    adapter = parax.build_adapter(C, center)
+    n = sum(p.numel() for p in adapter.parameters())
+    assert n == 27 * C + h * (C + 1) + 5 * M * (h + 1) + R * R + 4 * R + 7
+    assert sum(p.numel() for p in center.parameters()) == \
+        M * (2 * R * C + 83 * R)
+
+
+def test_center_shapes_and_inits():
+    torch.manual_seed(0)
+    c = ExpertCenter(64, 32, 6, (3, 5), init='trunc_normal')
+    assert c.down.shape == (6, 32, 64)
+    assert c.up.shape == (6, 64, 32)
+    assert c.kernels['5x5'].shape == (6, 32, 1, 5, 5)
+    assert abs(c.down.std().item() - 0.02) < 0.002
+    ku = ExpertCenter(64, 32, 6, (3, ), init='kaiming_uniform')
+    bound = (6 / ((1 + 5) * 64))**0.5  # a = sqrt(5), fan_in = 64
+    assert ku.down.abs().max() <= bound
+    assert ku.down.abs().max() > 0.9 * bound
+    kn = ExpertCenter(64, 32, 6, (3, ), init='kaiming_normal')
+    assert abs(kn.down.std().item() - (2 / 64)**0.5) < 0.01
+
+
+def test_adapter_init_is_not_identity():
+    adapter, center = build()
+    x = torch.randn(2, 30, 12, dtype=torch.float64)
+    assert not torch.allclose(adapter(x, HW, center), x)
+    torch.testing.assert_close(adapter.norm_gamma, torch.full_like(adapter.norm_gamma, 1e-5))
+    assert torch.all(adapter.layer_scale == 1)
+    assert torch.all(adapter.res_bias == 0)
+    assert torch.all(adapter.proj.bias == 0)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(rank=0), 'rank'),
+    (dict(rank=-4), 'rank'),
+    (dict(kernel_sizes=(3, 4)), 'odd'),
+    (dict(kernel_sizes=357), 'list or tuple'),
+    (dict(kernel_sizes=()), 'with_conv=False'),
+    (dict(kernel_sizes=(3, 3)), 'duplicates'),
+    (dict(layout='diagonal'), 'layout'),
+    (dict(router_act='tanh'), 'router_act'),
+    (dict(expert_init='xavier'), 'expert_init'),
+    (dict(router_hidden=0), 'router_hidden'),
+    (dict(top_k=0), 'top_k'),
+    (dict(expert_ratio=0), 'expert_ratio'),
+])
+def test_invalid_settings_raise(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ParaX(**kwargs)
+
+
+def test_top_k_larger_than_experts_raises():
+    with pytest.raises(ValueError, match='top_k=4 exceeds the 3 experts'):
+        ParaX(top_k=4).build_centers(16, 3, stage=2)
+    with pytest.raises(ValueError, match='top_k'):
+        ParaXAdapter(16, num_experts=2, top_k=3)
+    with pytest.raises(ValueError, match='num_experts'):
+        ParaX(num_experts=0).build_centers(16, 3, stage=0)
+
+
+def test_centers_grouped_by_blocks():
+    parax = ParaX(blocks_per_center=(None, None, 6, None))
+    centers = parax.build_centers(32, 18, stage=2)
+    assert len(centers) == 3
+    assert [c.num_experts for c in centers] == [6, 6, 6]
+    assert [parax.center_index(j, 18, 2) for j in (0, 5, 6, 17)] == \
+        [0, 0, 1, 2]
+    assert len(parax.build_centers(32, 2, stage=0)) == 1
+    # a single value applies to every stage, capped at the stage depth
+    parax = ParaX(blocks_per_center=9)
+    assert [c.num_experts for c in parax.build_centers(32, 18, 2)] == [9, 9]
+    assert [c.num_experts for c in parax.build_centers(32, 2, 0)] == [2]
+
+
+@pytest.mark.parametrize('ratio, rank, experts', [(4, 40, 72), (2, 72, 36),
+                                                  (1, 128, 18),
+                                                  (0.5, 192, 9)])
+def test_expert_ratio(ratio, rank, experts):
+    parax = ParaX(rank=rank, expert_ratio=ratio)
+    center = parax.build_centers(64, 18, stage=2)[0]
+    assert center.num_experts == experts
+    assert parax.build_adapter(64, center).router[2].out_features == \
+        5 * experts

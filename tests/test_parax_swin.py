@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from mmparax.models import ParaXSwin, Swin
+
+TINY = dict(
+    embed_dims=16, depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 8),
+    window_size=7, drop_path_rate=0.1)
+PARAX = dict(rank=8, router_hidden=4)
+
+
+def switch_off(backbone):
+    """Adapters output 0 and pass the stream through unchanged."""
+    with torch.no_grad():
+        for name, p in backbone.named_parameters():
+            if name.endswith(('layer_scale', 'layer_bias', 'res_bias')):
+                p.zero_()
+            elif name.endswith('res_scale'):
+                p.fill_(1.0)
+
+
+def test_switched_off_equals_plain_swin():
+    torch.manual_seed(0)
+    plain = Swin(**TINY).eval()
+    adapted = ParaXSwin(parax=PARAX, **TINY).eval()
+    missing, unexpected = adapted.load_state_dict(
+        plain.state_dict(), strict=False)
+    assert not unexpected
+    assert all('adapter' in k or 'expert_centers' in k for k in missing)
+    switch_off(adapted)
+    x = torch.randn(2, 3, 75, 90)  # not a multiple of the window: padding
+    with torch.no_grad():
+        for a, b in zip(adapted(x), plain(x)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        # and the adapters do change the output once switched on
+        adapted.stages[0].blocks[0].adapter1.layer_scale.fill_(1.0)
+        assert not torch.allclose(adapted(x)[0], plain(x)[0])
+
+
+def test_freeze_set():
+    model = ParaXSwin(parax=PARAX, **TINY)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    for name, _ in model.named_parameters():
+        parts = name.split('.')
+        is_peft = 'adapter1' in parts or 'adapter2' in parts or \
+            'expert_centers' in parts
+        is_out_norm = parts[0] in ('norm0', 'norm1', 'norm2', 'norm3')
+        assert (name in trainable) == (is_peft or is_out_norm), name
+    frozen_roots = {'patch_embed', 'stages'}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {n.split('.')[0] for n in frozen} == frozen_roots
+    assert any('downsample' in n for n in frozen)
+    assert any('relative_position_bias_table' in n for n in frozen)
+    groups = model.peft_components()
+    assert set(groups) == {
+        'adapters', 'expert_centers', 'output_norms', 'pretrained'
+    }
+    assert set(groups['pretrained']) == frozen
+    # train() keeps the freeze and keeps drop path active in frozen blocks
+    model.train()
+    assert {n for n, p in model.named_parameters() if p.requires_grad} \
+        == trainable
+    assert model.stages[2].blocks[3].attn.drop.training
+
+
+def test_frozen_params_unchanged_names():
+    plain = set(dict(Swin(**TINY).named_parameters()))
+    adapted = set(dict(ParaXSwin(parax=PARAX, **TINY).named_parameters()))
+    assert plain <= adapted
+
+
+@pytest.mark.parametrize('arch, parax, expected', [
+    (dict(embed_dims=128, num_heads=(4, 8, 16, 32)), {}, 5_242_992),
+    (dict(embed_dims=192, num_heads=(6, 12, 24, 48)), {}, 7_302_384),
+    (dict(embed_dims=128, num_heads=(4, 8, 16, 32)),
+     dict(layer_scale=1e-5, res_scale=None), 5_194_864),
+])
+def test_exact_trainable_counts(arch, parax, expected):
+    model = ParaXSwin(depths=(2, 2, 18, 2), parax=parax, **arch)
+    assert sum(p.numel() for p in model.parameters()
+               if p.requires_grad) == expected
+
+
+def test_one_center_per_stage_shared_by_its_blocks():
+    model = ParaXSwin(parax=PARAX, **TINY)
+    for i, stage in enumerate(model.stages):
+        assert len(stage.expert_centers) == 1
+        assert stage.expert_centers[0].num_experts == TINY['depths'][i]
+    torch.manual_seed(0)
+    model(torch.randn(1, 3, 64, 64))[3].square().sum().backward()
+    for stage in model.stages:
+        assert stage.expert_centers[0].down.grad.abs().sum() > 0
+
+
+def test_grouped_centers_route_by_block():
+    model = ParaXSwin(parax=dict(PARAX, blocks_per_center=2), **TINY)
+    assert len(model.stages[2].expert_centers) == 2
+    assert model._center(2, 1) is model.stages[2].expert_centers[0]
+    assert model._center(2, 2) is model.stages[2].expert_centers[1]
+
+
+def test_checkpointed_blocks_give_the_same_gradients():
+    torch.manual_seed(0)
+    model = ParaXSwin(parax=PARAX, **dict(TINY, drop_path_rate=0.0))
+    cp_model = ParaXSwin(parax=PARAX, with_cp=True,
+                         **dict(TINY, drop_path_rate=0.0))
+    cp_model.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for m in (model, cp_model):
+        sum(o.square().mean() for o in m(x)).backward()
+    for (name, p), q in zip(model.named_parameters(), cp_model.parameters()):
+        if p.requires_grad:
+            assert q.grad is not None, name
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4,
+                                       atol=1e-6)
+        else:
+            assert p.grad is None and q.grad is None, name
