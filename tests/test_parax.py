@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmparax.peft import ExpertCenter, ParaX, ParaXAdapter
-from parax_reference import reference_forward
+from mmparax.testing.parax_reference import reference_forward
 
 HW = (5, 6)
 

@@ -34,7 +34,11 @@ else
   fi
   PY=$VENV/bin/python
 fi
-pip_() { "$PY" -m pip install --disable-pip-version-check "$@"; }
+# (the grep drops pip's notes about index folders that do not exist on a machine)
+pip_() {
+  "$PY" -m pip install --disable-pip-version-check "$@" \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 
 pip_ -q --upgrade pip
 # mmcv's setup.py imports pkg_resources, removed in setuptools 82.
@@ -80,8 +84,8 @@ else
   if [[ -z $WHEEL ]]; then
     say "building mmcv 2.1.0 from the PyPI source (about 10-20 minutes on 2 cores; CUDA ops too if a GPU is visible)"
     BUILD=$(mktemp -d)
-    pip_ -q download --no-deps --no-binary :all: "mmcv==2.1.0" -d "$BUILD" 2>/dev/null \
-      || "$PY" -m pip download --no-deps --no-binary :all: "mmcv==2.1.0" -d "$BUILD"
+    "$PY" -m pip download -q --no-deps --no-binary :all: "mmcv==2.1.0" -d "$BUILD" \
+      2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
     if "$PY" -c "import torch,sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(0 if v >= (2, 14) else 1)"; then
       say "torch >= 2.14 needs C++20: raising mmcv's hard-coded -std=c++17 to -std=c++20 in the unpacked setup.py"
@@ -89,7 +93,7 @@ else
       grep -q 'std=c++20' "$BUILD"/mmcv-2.1.0/setup.py || { echo "could not patch mmcv setup.py" >&2; exit 1; }
     fi
     (cd "$BUILD"/mmcv-2.1.0 && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-      "$PY" -m pip wheel --no-build-isolation --no-deps --no-cache-dir -w "$CACHE" . )
+      "$PY" -m pip wheel -q --no-build-isolation --no-deps --no-cache-dir -w "$CACHE" . )
     rm -rf "$BUILD"
     WHEEL=$(ls "$CACHE"/mmcv-2.1.0-*.whl | head -n1)
   fi

@@ -77,7 +77,9 @@ class PEFTBackboneMixin:
                 owner.setdefault(name, 'output_norms')
         for name, _ in self.named_parameters():
             groups.setdefault(owner.get(name, 'pretrained'), []).append(name)
-        groups.setdefault('pretrained', [])
+        # PEFT groups first, then the new layers, then the pretrained ones
+        for last in ('output_norms', 'pretrained'):
+            groups[last] = groups.pop(last, [])
         return groups
 
     def peft_trainable_names(self) -> List[str]:

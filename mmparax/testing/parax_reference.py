@@ -1,8 +1,9 @@
-"""A literal, loop-free transcription of the ParaX adapter forward.
+"""A literal transcription of the ParaX adapter forward.
 
 Reads the parameters of a :class:`ParaXAdapter` and its center and follows
-the reference computation step by step (token layout, explicit einsums), so
-tests can hold the optimised module to it.
+the reference computation step by step (token layout, explicit einsums, one
+conv per sample), so tests and benchmarks can hold the optimised module to
+it.
 """
 import torch
 import torch.nn.functional as F
