@@ -84,7 +84,7 @@ else
   if [[ -z $WHEEL ]]; then
     say "building mmcv 2.1.0 from the PyPI source (about 10-20 minutes on 2 cores; CUDA ops too if a GPU is visible)"
     BUILD=$(mktemp -d)
-    "$PY" -m pip download -q --no-deps --no-binary :all: "mmcv==2.1.0" -d "$BUILD" \
+    "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==2.1.0" -d "$BUILD" \
       2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
     if "$PY" -c "import torch,sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(0 if v >= (2, 14) else 1)"; then
