@@ -19,6 +19,63 @@ ADE20K = {
     f'parax/parax_swin-l{ADE}': ('mmparax.ParaXSwin', 7_302_384, 3e-4, 0.3),
     f'full/full_swin-b{ADE}': ('mmparax.Swin', 86_745_016, 6e-5, 0.15),
     f'full/full_swin-l{ADE}': ('mmparax.Swin', 194_998_164, 6e-5, 0.3),
+    f'parax/parax_convnext-b{ADE}':
+    ('mmparax.ParaXConvNeXt', 6_630_912, 3e-4, 0.25),
+    f'parax/parax_convnext-l{ADE}':
+    ('mmparax.ParaXConvNeXt', 9_403_200, 3e-4, 0.35),
+    f'full/full_convnext-b{ADE}': ('mmparax.ConvNeXt', 87_568_256, 6e-5, 0.25),
+    f'full/full_convnext-l{ADE}':
+    ('mmparax.ConvNeXt', 196_233_024, 6e-5, 0.35),
+}
+MRCNN = '_mask-rcnn_fpn_8xb2-1x_coco.py'
+PANOPTIC = '_panoptic-fpn_8xb2-1x_coco-panoptic.py'
+# config -> (backbone type, exact trainable backbone params, drop_path)
+COCO = {
+    f'parax/parax_swin-b{MRCNN}': ('mmparax.ParaXSwin', 5_194_864, 0.15),
+    f'parax/parax_swin-l{MRCNN}': ('mmparax.ParaXSwin', 7_302_384, 0.2),
+    f'parax/parax_convnext-b{MRCNN}':
+    ('mmparax.ParaXConvNeXt', 6_456_000, 0.2),
+    f'parax/parax_convnext-l{MRCNN}':
+    ('mmparax.ParaXConvNeXt', 9_156_096, 0.35),
+    f'full/full_swin-b{MRCNN}': ('mmparax.Swin', 86_745_016, 0.15),
+    f'full/full_swin-l{MRCNN}': ('mmparax.Swin', 194_998_164, 0.2),
+    f'full/full_convnext-b{MRCNN}': ('mmparax.ConvNeXt', 87_568_256, 0.2),
+    f'full/full_convnext-l{MRCNN}': ('mmparax.ConvNeXt', 196_233_024, 0.35),
+    f'parax/parax_swin-b{PANOPTIC}': ('mmparax.ParaXSwin', 5_242_992, 0.3),
+    f'parax/parax_swin-l{PANOPTIC}': ('mmparax.ParaXSwin', 7_302_384, 0.3),
+    f'parax/parax_convnext-b{PANOPTIC}':
+    ('mmparax.ParaXConvNeXt', 6_456_000, 0.2),
+    f'parax/parax_convnext-l{PANOPTIC}':
+    ('mmparax.ParaXConvNeXt', 9_156_096, 0.25),
+    f'full/full_swin-b{PANOPTIC}': ('mmparax.Swin', 86_745_016, 0.3),
+    f'full/full_swin-l{PANOPTIC}': ('mmparax.Swin', 194_998_164, 0.3),
+    f'full/full_convnext-b{PANOPTIC}': ('mmparax.ConvNeXt', 87_568_256, 0.2),
+    f'full/full_convnext-l{PANOPTIC}':
+    ('mmparax.ConvNeXt', 196_233_024, 0.25),
+}
+CHECKPOINTS = {
+    'swin-b': 'pretrain/swin_base_patch4_window7_224_22k.pth',
+    'swin-l': 'pretrain/swin_large_patch4_window7_224_22k.pth',
+    'convnext-b': 'pretrain/convnext_base_22k_224.pth',
+    'convnext-l': 'pretrain/convnext_large_22k_224.pth',
+}
+DEFAULT_PARAX = dict(rank=128, kernel_sizes=(3, 5, 7), router_hidden=16)
+CONVNEXT_PARAX = dict(DEFAULT_PARAX, layer_init='trunc_normal')
+# config -> the ParaX settings of its recipe
+PARAX = {
+    name: (CONVNEXT_PARAX if 'ConvNeXt' in cfg[0] else DEFAULT_PARAX)
+    for name, cfg in {**ADE20K, **COCO}.items() if 'ParaX' in cfg[0]
+}
+PARAX[f'parax/parax_convnext-b{ADE}'] = dict(CONVNEXT_PARAX, router_hidden=24)
+PARAX[f'parax/parax_convnext-l{ADE}'] = dict(CONVNEXT_PARAX, router_hidden=24)
+PARAX[f'parax/parax_swin-b{MRCNN}'] = dict(
+    DEFAULT_PARAX, layer_scale=1e-5, res_scale=None)
+# (task, dataset) of a metafile result -> its metrics
+RESULT_METRICS = {
+    ('Semantic Segmentation', 'ADE20K'): {'mIoU'},
+    ('Object Detection', 'COCO'): {'box AP', 'box AP50', 'box AP75'},
+    ('Instance Segmentation', 'COCO'): {'mask AP', 'mask AP50', 'mask AP75'},
+    ('Panoptic Segmentation', 'COCO Panoptic'): {'PQ', 'SQ', 'RQ'},
 }
 ALL_CONFIGS = sorted(
     str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob('*.py')
@@ -41,15 +98,34 @@ def _build(name):
     return _models[name]
 
 
+def _build_backbone(name):
+    """Backbone of a config only, built like :func:`_build`."""
+    import mmparax  # noqa: F401
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(CONFIGS / name)
+    init_default_scope(cfg.default_scope)
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+    cfg.model.backbone.init_cfg = None
+    return MODELS.build(cfg.model.backbone)
+
+
+def _backbone_token(name):
+    return Path(name).name.split('_')[1]
+
+
 def _numel(params):
     return sum(p.numel() for p in params)
 
 
 def test_expected_configs_exist():
-    for name in ADE20K:
+    for name in {**ADE20K, **COCO}:
         assert name in ALL_CONFIGS, name
     for base in ('default_runtime.py', 'datasets/ade20k.py',
-                 'models/upernet_swin.py', 'schedules/schedule_160k.py'):
+                 'models/upernet_swin.py', 'schedules/schedule_160k.py',
+                 'models/upernet_convnext.py', 'det_runtime.py',
+                 'datasets/coco_instance.py', 'datasets/coco_panoptic.py',
+                 'models/mask-rcnn_fpn.py', 'models/panoptic-fpn.py',
+                 'schedules/schedule_1x.py'):
         assert (CONFIGS / '_base_' / base).is_file(), base
 
 
@@ -67,9 +143,7 @@ def test_ade20k_recipe(name):
     assert backbone.type == backbone_type
     assert backbone.drop_path_rate == drop_path
     assert backbone.init_cfg.checkpoint == cfg.checkpoint_file
-    size = 'base' if 'swin-b' in name else 'large'
-    assert cfg.checkpoint_file == \
-        f'pretrain/swin_{size}_patch4_window7_224_22k.pth'
+    assert cfg.checkpoint_file == CHECKPOINTS[_backbone_token(name)]
 
     optim = cfg.optim_wrapper
     assert optim.type == 'AmpOptimWrapper' and optim.loss_scale == 'dynamic'
@@ -93,14 +167,95 @@ def test_ade20k_recipe(name):
         ('PolyLR', 1.0, 0.0, 1500, 160000)
 
     hooks = [h.type for h in cfg.get('custom_hooks', [])]
-    if backbone_type == 'mmparax.ParaXSwin':
-        assert backbone.parax == dict(
-            rank=128, kernel_sizes=(3, 5, 7), router_hidden=16)
+    if name in PARAX:
+        assert backbone.parax == PARAX[name]
         assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
         assert 'mmparax.PEFTCheckHook' in hooks
     else:
         assert 'parax' not in backbone
         assert 'mmparax.PEFTCheckHook' not in hooks
+
+
+@pytest.mark.parametrize('name', sorted(COCO))
+def test_coco_recipe(name):
+    backbone_type, _, drop_path = COCO[name]
+    cfg = Config.fromfile(CONFIGS / name)
+    assert cfg.default_scope == 'mmdet'
+    backbone = cfg.model.backbone
+    assert backbone.type == backbone_type
+    assert backbone.drop_path_rate == drop_path
+    assert backbone.init_cfg.checkpoint == cfg.checkpoint_file
+    assert cfg.checkpoint_file == CHECKPOINTS[_backbone_token(name)]
+    assert tuple(backbone.out_indices) == (0, 1, 2, 3)
+    widths = [128, 256, 512, 1024] if '-b_' in name else \
+        [192, 384, 768, 1536]
+    assert cfg.model.neck.in_channels == widths
+
+    optim = cfg.optim_wrapper
+    assert optim.type == 'AmpOptimWrapper' and optim.loss_scale == 'dynamic'
+    assert optim.optimizer == dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    assert optim.paramwise_cfg.custom_keys == {
+        'absolute_pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.)
+    }
+    # 8 GPUs x 2 images, 12 epochs, steps at 8 and 11, 500 warm-up iters
+    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert (cfg.train_cfg.type, cfg.train_cfg.max_epochs) == \
+        ('EpochBasedTrainLoop', 12)
+    warmup, steps = cfg.param_scheduler
+    assert (warmup.type, warmup.start_factor, warmup.by_epoch, warmup.end) \
+        == ('LinearLR', 0.001, False, 500)
+    assert (steps.type, steps.milestones, steps.gamma) == \
+        ('MultiStepLR', [8, 11], 0.1)
+    train_pipeline = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    resize = cfg.train_dataloader.dataset.pipeline[2]
+    assert (resize.type, resize.scale) == ('Resize', (1333, 800))
+    assert 'RandomFlip' in train_pipeline
+
+    model = cfg.model
+    if name.endswith(PANOPTIC):
+        assert model.type == 'PanopticFPN'
+        assert cfg.train_dataloader.dataset.type == 'CocoPanopticDataset'
+        assert cfg.test_evaluator.type == 'CocoPanopticMetric'
+        head = model.semantic_head
+        assert (head.type, head.num_things_classes, head.num_stuff_classes,
+                head.inner_channels, head.norm_cfg.num_groups,
+                head.loss_seg.loss_weight) == \
+            ('PanopticFPNHead', 80, 53, 128, 32, 0.5)
+        assert model.panoptic_fusion_head.type == 'HeuristicFusionHead'
+        assert model.test_cfg.rcnn.score_thr == 0.6
+        assert model.test_cfg.panoptic.stuff_area_limit == 4096
+    else:
+        assert model.type == 'MaskRCNN'
+        assert cfg.train_dataloader.dataset.type == 'CocoDataset'
+        assert cfg.test_evaluator.metric == ['bbox', 'segm']
+        assert model.roi_head.bbox_head.num_classes == 80
+
+    hooks = [h.type for h in cfg.get('custom_hooks', [])]
+    if name in PARAX:
+        assert backbone.parax == PARAX[name]
+        assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
+        assert 'mmparax.PEFTCheckHook' in hooks
+    else:
+        assert 'parax' not in backbone
+        assert 'mmparax.PEFTCheckHook' not in hooks
+
+
+@pytest.mark.parametrize('name', sorted(COCO))
+def test_coco_backbone_counts(name):
+    backbone_type, trainable, _ = COCO[name]
+    backbone = _build_backbone(name)
+    assert type(backbone).__name__ == backbone_type.split('.')[-1]
+    params = list(backbone.parameters())
+    n_trainable = _numel(p for p in params if p.requires_grad)
+    n_total = _numel(params)
+    del backbone, params
+    assert n_trainable == trainable
+    if name not in PARAX:
+        assert n_trainable == n_total  # full fine-tuning
 
 
 @pytest.mark.parametrize('name', sorted(ADE20K))
@@ -113,7 +268,7 @@ def test_ade20k_model_counts(name):
     if name != f'full/full_swin-b{ADE}':  # kept for the weight-decay test
         del _models[name]
     assert n_trainable == trainable
-    if backbone_type == 'mmparax.Swin':
+    if name not in PARAX:
         assert n_trainable == _numel(params)  # full fine-tuning
     else:
         named = dict(backbone.named_parameters())
@@ -178,6 +333,7 @@ def test_metafiles_point_at_configs():
             assert model['In Collection'] in collections
             assert model['Metadata']['Trainable Parameters']
             for result in model['Results']:
-                assert result['Task'] == 'Semantic Segmentation'
-                assert result['Dataset'] == 'ADE20K'
-                assert isinstance(result['Metrics']['mIoU'], float)
+                metrics = RESULT_METRICS[(result['Task'], result['Dataset'])]
+                assert set(result['Metrics']) == metrics
+                assert all(
+                    isinstance(v, float) for v in result['Metrics'].values())

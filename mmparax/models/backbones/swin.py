@@ -52,6 +52,11 @@ class Swin(PEFTBackboneMixin, SwinTransformer):
             state_dict['absolute_pos_embed'] = pos.view(N, H, W, C).permute(
                 0, 3, 1, 2)
         for key, table in list(state_dict.items()):
+            if key.endswith('relative_position_index') and key in own \
+                    and table.shape != own[key].shape:
+                # depends only on the window size: keep the model's own
+                state_dict[key] = own[key]
+                continue
             if not key.endswith('relative_position_bias_table') \
                     or key not in own:
                 continue

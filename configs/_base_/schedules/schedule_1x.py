@@ -1,0 +1,27 @@
+# 12 epochs (COCO "1x"), lr x0.1 after epochs 8 and 11; experiments set the
+# optimizer wrapper (fp16) and its paramwise options
+max_epochs = 12
+train_cfg = dict(
+    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+# linear warm-up from 0.001 x lr over 500 iterations, then steps
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[8, 11],
+        gamma=0.1)
+]
+
+optimizer = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer)
+
+# lr was set for a total batch of 16 (8 GPUs x 2 images); --auto-scale-lr
+# style scaling is off unless enabled
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,50 @@
+_base_ = [
+    '../_base_/models/panoptic-fpn.py',
+    '../_base_/datasets/coco_panoptic.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/det_runtime.py'
+]
+# Panoptic FPN, COCO 2017 panoptic segmentation, 12 epochs.
+# Official Microsoft IN-22K file; OpenMMLab-converted layouts load as well.
+checkpoint_file = 'pretrain/swin_base_patch4_window7_224_22k.pth'
+model = dict(
+    backbone=dict(
+        type='mmparax.Swin',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
+        pretrain_img_size=224,
+        embed_dims=128,
+        patch_size=4,
+        window_size=7,
+        mlp_ratio=4,
+        depths=[2, 2, 18, 2],
+        num_heads=[4, 8, 16, 32],
+        strides=(4, 2, 2, 2),
+        out_indices=(0, 1, 2, 3),
+        qkv_bias=True,
+        qk_scale=None,
+        patch_norm=True,
+        drop_rate=0.,
+        attn_drop_rate=0.,
+        drop_path_rate=0.3,
+        use_abs_pos_embed=False,
+        act_cfg=dict(type='GELU'),
+        norm_cfg=dict(type='LN', requires_grad=True),
+        with_cp=False),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+
+# AdamW with fp16 (dynamic loss scale); the whole model is trained.
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    # no 'backbone' key here: every parameter named *norm* has no decay
+    paramwise_cfg=dict(
+        custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.),
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.)
+        }))
+
+# 8 GPUs x 2 images = total batch 16
+train_dataloader = dict(batch_size=2)

@@ -1,0 +1,313 @@
+"""Config and environment preparation shared by ``tools/train.py`` and
+``tools/test.py``.
+
+The same code runs mmseg and mmdet configs: mmengine's Runner is generic and
+the config's ``default_scope`` selects the registries. What this module adds:
+
+- the default ``work_dir`` (``./work_dirs/<config name>``) and trusted
+  checkpoint loading (:mod:`mmparax.apis.trusted_loading`);
+- ``--amp`` and checks that fp16 (``AmpOptimWrapper``) is not asked of a
+  machine without CUDA;
+- distributed runs on CPU-only machines: the gloo backend instead of NCCL,
+  SyncBN turned into BN, DDP without ``device_ids``. Nothing changes when
+  CUDA is available.
+"""
+import inspect
+import os.path as osp
+from contextlib import contextmanager
+from typing import Iterable, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.dist import get_rank, init_dist, is_distributed
+from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
+from mmengine.runner import Runner
+from torch.nn.parallel import DistributedDataParallel
+
+from .trusted_loading import register_trusted_loader, trust_checkpoints
+
+WARNING = 30
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+# arguments AmpOptimWrapper takes and OptimWrapper does not
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+CPU_FP32_OVERRIDE = '--cfg-options optim_wrapper.type=OptimWrapper'
+
+
+def load_config(config: str,
+                cfg_options: Optional[dict] = None,
+                work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Read ``config``, apply overrides and settle ``work_dir``.
+
+    ``work_dir`` priority: the argument, then the config's own, then
+    ``./work_dirs/<config file name without extension>``.
+    """
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def setup_checkpoint_trust(cfg: Config, trusted: Iterable[str] = ()) -> None:
+    """Install the trusted local loader; trust ``work_dir`` and ``trusted``.
+
+    Files of the run's own ``work_dir`` (written by its Runner) and the
+    paths named by the user load fully; anything else must load with
+    ``weights_only=True``.
+    """
+    register_trusted_loader()
+    trust_checkpoints(cfg.work_dir, *trusted)
+
+
+def on_cpu() -> bool:
+    """Whether the run has no CUDA device (mmengine then runs on the CPU)."""
+    return not torch.cuda.is_available()
+
+
+def _optim_wrapper_class(type_):
+    if inspect.isclass(type_):
+        return type_
+    try:
+        return OPTIM_WRAPPERS.get(type_)
+    except KeyError:
+        return None
+
+
+def is_amp(optim_wrapper: Optional[dict]) -> bool:
+    """Whether an ``optim_wrapper`` config trains with mixed precision."""
+    if not isinstance(optim_wrapper, dict):
+        return False
+    type_ = optim_wrapper.get('type', 'OptimWrapper')
+    cls = _optim_wrapper_class(type_)
+    if cls is None:
+        return isinstance(type_, str) and \
+            type_.split('.')[-1] == 'AmpOptimWrapper'
+    return issubclass(cls, AmpOptimWrapper)
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: switch a plain ``OptimWrapper`` to fp16 with dynamic
+    loss scale. Raises on a machine without CUDA."""
+    if on_cpu():
+        raise RuntimeError(
+            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses to '
+            'run on the CPU, and this machine has no CUDA device. Run '
+            'without --amp to train in fp32.')
+    optim_wrapper = cfg.get('optim_wrapper')
+    if is_amp(optim_wrapper):
+        print_log(
+            '--amp: the config already trains with AmpOptimWrapper.',
+            logger='current',
+            level=WARNING)
+        return
+    type_ = (optim_wrapper or {}).get('type', 'OptimWrapper')
+    if type_ != 'OptimWrapper':
+        raise ValueError('--amp can only replace optim_wrapper.type='
+                         f"'OptimWrapper', but the config has {type_!r}.")
+    optim_wrapper.type = 'AmpOptimWrapper'
+    optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def check_optim_wrapper(cfg: Config, config_name: str = 'the config') -> None:
+    """Refuse fp16 training without CUDA; tidy an fp32 override.
+
+    A config whose ``optim_wrapper`` is ``AmpOptimWrapper`` (fp16) cannot
+    train on the CPU: raise and name the override that trains in fp32. When
+    the type was overridden to ``OptimWrapper``, drop the AMP-only keys
+    (``loss_scale``, ...) the config still holds, with a logged warning.
+    """
+    optim_wrapper = cfg.get('optim_wrapper')
+    if not isinstance(optim_wrapper, dict):
+        return
+    if is_amp(optim_wrapper):
+        if on_cpu():
+            raise RuntimeError(
+                f'{config_name} trains in fp16 mixed precision '
+                f'(optim_wrapper.type={optim_wrapper.get("type")!r}), which '
+                'needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses the '
+                'CPU and this machine has no CUDA device. To train in fp32 '
+                f'on the CPU, add {CPU_FP32_OVERRIDE} (results then differ '
+                'from the fp16 recipe).')
+        return
+    if optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+        dropped = [k for k in AMP_ONLY_KEYS if k in optim_wrapper]
+        for key in dropped:
+            optim_wrapper.pop(key)
+        if dropped:
+            print_log(
+                'optim_wrapper.type is OptimWrapper (fp32): dropped the '
+                f'AmpOptimWrapper-only keys {dropped} of the config.',
+                logger='current',
+                level=WARNING)
+
+
+def apply_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume``: ``'auto'`` resumes from the latest checkpoint of
+    ``work_dir``, a path resumes from that file, None leaves the config."""
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+
+
+def _sync_bn_to_bn(node, path, converted):
+    if isinstance(node, dict):
+        type_ = node.get('type')
+        if isinstance(type_, str) and type_.split('.')[-1] in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            converted.append(path)
+        for key, value in node.items():
+            _sync_bn_to_bn(value, f'{path}.{key}' if path else key, converted)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _sync_bn_to_bn(value, f'{path}[{i}]', converted)
+
+
+@contextmanager
+def _cuda_set_device_skipped():
+    """mmengine's ``init_dist`` pins a CUDA device before creating the
+    process group, which raises without a GPU; on the CPU there is nothing
+    to pin."""
+    original = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = original
+
+
+def _log_rank0(msg: str, level: int = 20) -> None:
+    if get_rank() == 0:
+        print_log(msg, logger='current', level=level)
+
+
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Adapt a distributed run to a machine without CUDA, and start it.
+
+    With ``cfg.launcher`` other than ``'none'`` and no CUDA device:
+
+    - NCCL (CUDA only) is replaced by gloo and the process group is created
+      here, before the Runner (whose ``init_dist`` requires a GPU);
+    - SyncBN / MMSyncBN layers of the config become BN (SyncBN needs CUDA
+      under DDP; the Runner reverts it only when not distributed);
+    - the DDP wrapper gets ``device_ids=None`` (the Runner passes
+      ``[LOCAL_RANK]``, which DDP rejects for a CPU model).
+
+    Every change is logged (by rank 0). With CUDA, or without a launcher,
+    nothing happens and mmengine behaves as usual.
+    """
+    if cfg.get('launcher', 'none') == 'none' or not on_cpu():
+        return
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = {}
+    env_cfg = cfg.env_cfg
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    requested = dist_cfg.pop('backend', 'nccl')
+    backend = 'gloo' if requested == 'nccl' else requested
+    env_cfg['dist_cfg'] = dict(dist_cfg, backend=backend)
+    if not is_distributed():
+        with _cuda_set_device_skipped():
+            init_dist(cfg.launcher, backend=backend, **dist_cfg)
+    if requested != backend:
+        _log_rank0(
+            f'No CUDA device: distributed {cfg.launcher} run on the CPU with '
+            f'the {backend} backend instead of {requested}.', WARNING)
+
+    converted = []
+    for key in list(cfg.keys()):
+        _sync_bn_to_bn(cfg[key], key, converted)
+    if converted:
+        _log_rank0(
+            'No CUDA device: SyncBN cannot run under DDP on the CPU; using '
+            'BN (statistics per process) in ' + ', '.join(converted), WARNING)
+    if cfg.get('sync_bn') is not None:
+        _log_rank0(f'No CUDA device: ignoring sync_bn={cfg.sync_bn!r}.',
+                   WARNING)
+        cfg.sync_bn = None
+
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        # what Runner.wrap_model builds by default, minus device_ids
+        wrapper = dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cls = MODEL_WRAPPERS.get(
+        wrapper.get('type', 'MMDistributedDataParallel'))
+    if wrapper_cls is not None and issubclass(wrapper_cls,
+                                              DistributedDataParallel):
+        wrapper['device_ids'] = None
+        _log_rank0(f'No CUDA device: {wrapper_cls.__name__} wraps the CPU '
+                   'model with device_ids=None.')
+    cfg.model_wrapper_cfg = wrapper
+
+
+def set_show_dir(cfg: Config, show_dir: str) -> None:
+    """Draw test predictions into ``show_dir`` via the visualization hook.
+
+    Hooks with a ``test_out_dir`` argument (mmdet) get it; otherwise (mmseg)
+    the visualizer saves into ``show_dir``.
+    """
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError('--show-dir needs a visualization hook in '
+                           "default_hooks (e.g. mmseg's SegVisualizationHook "
+                           "or mmdet's DetVisualizationHook).")
+    hook['draw'] = True
+    with HOOKS.switch_scope_and_registry(cfg.get('default_scope')) as reg:
+        hook_cls = reg.get(hook['type'])
+    if hook_cls is not None and 'test_out_dir' in inspect.signature(
+            hook_cls.__init__).parameters:
+        hook['test_out_dir'] = show_dir
+    else:
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def set_out(cfg: Config, out: str) -> None:
+    """Save raw test predictions.
+
+    mmseg configs (``default_scope='mmseg'``): ``out`` is a folder of
+    predicted label maps (``IoUMetric(output_dir=out)``). Otherwise ``out``
+    is a ``.pkl`` file of every prediction (mmdet's ``DumpDetResults``, or
+    mmengine's ``DumpResults``).
+    """
+    evaluator = cfg.test_evaluator
+    if cfg.get('default_scope') == 'mmseg':
+        metrics = evaluator if isinstance(evaluator, list) else [evaluator]
+        for metric in metrics:
+            metric['output_dir'] = out
+        return
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must name a .pkl file, got {out!r}')
+    dump = 'DumpDetResults' if cfg.get('default_scope') == 'mmdet' \
+        else 'mmengine.DumpResults'
+    metrics = list(evaluator) if isinstance(evaluator, list) else [evaluator]
+    cfg.test_evaluator = metrics + [dict(type=dump, out_file_path=out)]
+
+
+def build_runner(cfg: Config) -> Runner:
+    """mmengine's Runner, or the ``runner_type`` of the config's scope."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def setup_run(cfg: Config,
+              trusted: Sequence[str] = (),
+              train: bool = True,
+              config_name: str = 'the config') -> None:
+    """Everything between the parsed config and the Runner."""
+    setup_checkpoint_trust(cfg, trusted)
+    if train:
+        check_optim_wrapper(cfg, config_name)
+    prepare_cpu_distributed(cfg)

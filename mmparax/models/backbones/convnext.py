@@ -1,0 +1,208 @@
+"""ConvNeXt for dense prediction, with strict pretrained loading.
+
+Key layouts it loads (weights of ``arch`` 'base' shown)::
+
+    Facebook (``convnext_base_22k_224.pth``, weights under 'model')
+        downsample_layers.0.0.weight   [128, 3, 4, 4]    stem conv
+        downsample_layers.0.1.weight   [128]             stem LayerNorm
+        downsample_layers.i.0 / .1     LayerNorm / 2x2 conv (i = 1..3)
+        stages.i.j.dwconv.weight       [C, 1, 7, 7]
+        stages.i.j.norm.weight         [C]
+        stages.i.j.pwconv1.weight      [4C, C]
+        stages.i.j.pwconv2.weight      [C, 4C]
+        stages.i.j.gamma               [C]
+        norm.weight                    [1024]            classifier norm
+        head.weight                    [21841, 1024]     classifier
+
+    mmpretrain (OpenMMLab-converted files, weights under 'state_dict')
+        backbone.downsample_layers.*, backbone.stages.i.j.depthwise_conv.*,
+        backbone.stages.i.j.pointwise_conv{1,2}.*, backbone.stages.i.j.gamma,
+        backbone.norm3.*  (the classifier norm), head.fc.*
+"""
+import importlib.util
+import os.path as osp
+import re
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
+
+from mmparax.registry import MODELS
+from .peft_backbone import PEFTBackboneMixin
+
+_FACEBOOK_BLOCK_KEY = re.compile(r'^stages\.\d+\.\d+\.(dwconv|pwconv[12])\.')
+_OUTPUT_NORM_KEY = re.compile(r'^norm(\d+)\.')
+_MMPRETRAIN_CONVERTER = osp.join('.mim', 'tools', 'model_converters',
+                                 'convnext_to_mmpretrain.py')
+
+
+def _mmpretrain_converter() -> Optional[Callable]:
+    """``convert_convnext`` of mmpretrain's converter script, if installed.
+
+    The script ships with the mmpretrain wheel (``.mim/tools``) but is not
+    a module of the package, so it is loaded from its file.
+    """
+    import mmpretrain
+    path = osp.join(osp.dirname(mmpretrain.__file__), _MMPRETRAIN_CONVERTER)
+    if not osp.isfile(path):
+        return None
+    spec = importlib.util.spec_from_file_location(
+        'mmparax._mmpretrain_convnext_converter', path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # an incompatible script: use ours
+        return None
+    return getattr(module, 'convert_convnext', None)
+
+
+def _facebook_to_mmpretrain_own(state_dict: Dict) -> 'OrderedDict':
+    """Our mapping, identical to mmpretrain's script (see
+    :func:`facebook_to_mmpretrain`)."""
+    last = 1 + max((int(k.split('.')[1]) for k in state_dict
+                    if k.startswith('stages.')), default=3)
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            out['head.fc.' + key[len('head.'):]] = value
+            continue
+        if key.startswith('stages.'):
+            key = key.replace('.dwconv.', '.depthwise_conv.')
+            key = key.replace('.pwconv1.', '.pointwise_conv1.')
+            key = key.replace('.pwconv2.', '.pointwise_conv2.')
+        elif key.startswith('norm.'):
+            key = f'norm{last - 1}.' + key[len('norm.'):]
+        out['backbone.' + key] = value
+    return out
+
+
+def facebook_to_mmpretrain(state_dict: Dict,
+                           use_mmpretrain: bool = True) -> 'OrderedDict':
+    """Facebook ConvNeXt state dict -> mmpretrain classifier layout.
+
+    ``dwconv`` / ``pwconv1`` / ``pwconv2`` become ``depthwise_conv`` /
+    ``pointwise_conv1`` / ``pointwise_conv2``, the classifier norm ``norm``
+    becomes ``norm3``, every backbone key gets ``backbone.`` and ``head.*``
+    becomes ``head.fc.*``; tensors are unchanged.
+
+    Args:
+        state_dict (dict): Facebook-layout tensors.
+        use_mmpretrain (bool): Use mmpretrain's own converter
+            (``convnext_to_mmpretrain.py``) when installed. Default: True.
+
+    Returns:
+        OrderedDict: mmpretrain-layout tensors.
+    """
+    convert = _mmpretrain_converter() if use_mmpretrain else None
+    if convert is None:
+        return _facebook_to_mmpretrain_own(state_dict)
+    return OrderedDict(convert(OrderedDict(state_dict)))
+
+
+def is_facebook_layout(state_dict: Dict) -> bool:
+    """Whether ``state_dict`` holds Facebook-layout ConvNeXt blocks."""
+    return any(_FACEBOOK_BLOCK_KEY.match(k) for k in state_dict)
+
+
+@MODELS.register_module()
+class ConvNeXt(PEFTBackboneMixin, MMPretrainConvNeXt):
+    """mmpretrain's ConvNeXt with strict pretrained loading.
+
+    Fully trainable (the full fine-tuning baseline) and the base of the PEFT
+    ConvNeXt backbones. Loads official Facebook checkpoints (converted on
+    load) and OpenMMLab-converted ones through
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)``; anything that does
+    not fit raises. The classifier's final norm (Facebook ``norm.*``,
+    mmpretrain ``norm3.*`` alone) normalises pooled features: it is dropped,
+    and the per-output norms ``norm<i>`` start fresh, as in the reference.
+
+    Activation checkpointing (``with_cp``) is non-reentrant and wraps each
+    block (with its adapter in subclasses).
+
+    Args:
+        out_indices (Sequence[int]): Stages whose normalised maps are
+            returned. Default: (0, 1, 2, 3).
+        gap_before_final_norm (bool): Pool before the output norms
+            (classification). Default: False.
+        **kwargs: Other arguments of ``mmpretrain.models.ConvNeXt`` (``arch``,
+            ``drop_path_rate``, ``layer_scale_init_value``, ``with_cp``,
+            ``init_cfg``, ...).
+
+    Returns (forward): tuple of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
+    """
+
+    def __init__(self,
+                 out_indices=(0, 1, 2, 3),
+                 gap_before_final_norm: bool = False,
+                 **kwargs):
+        super().__init__(
+            out_indices=list(out_indices),
+            gap_before_final_norm=gap_before_final_norm,
+            **kwargs)
+        # checkpointing moves from the blocks (reentrant) to _run_block
+        for stage in self.stages:
+            for block in stage:
+                block.with_cp = False
+        self.with_cp = kwargs.get('with_cp', False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self  # the parent returns None
+
+    def new_module_names(self) -> List[str]:
+        return [f'norm{i}' for i in self.out_indices]
+
+    def ignored_checkpoint_keys(self, key: str) -> bool:
+        return key.startswith('head.')  # ImageNet classifier
+
+    def convert_checkpoint(self, state_dict: Dict) -> Dict:
+        if is_facebook_layout(state_dict):
+            print_log(f'{type(self).__name__}: converting a Facebook-layout '
+                      'checkpoint', logger='current')
+            state_dict = OrderedDict(
+                (k[len('backbone.'):], v)
+                for k, v in facebook_to_mmpretrain(state_dict).items()
+                if k.startswith('backbone.'))
+        norms = {
+            int(m.group(1))
+            for m in map(_OUTPUT_NORM_KEY.match, state_dict) if m
+        }
+        if norms == {self.num_stages - 1}:
+            print_log(f'{type(self).__name__}: dropping the classifier norm '
+                      f'norm{self.num_stages - 1}.* of the checkpoint (output '
+                      'norms are trained from scratch)', logger='current')
+            state_dict = OrderedDict(
+                (k, v) for k, v in state_dict.items()
+                if not _OUTPUT_NORM_KEY.match(k))
+        return state_dict
+
+    def _block_forward(self, x: torch.Tensor, stage: int,
+                       index: int) -> torch.Tensor:
+        """Block ``index`` of ``stage``; x: [B, C, H, W] -> same."""
+        return self.stages[stage][index](x)
+
+    def _run_block(self, x, stage, index):
+        if self.with_cp and torch.is_grad_enabled():
+            # Non-reentrant: trainable modules inside get gradients even when
+            # nothing entering the frozen block requires grad.
+            return cp.checkpoint(
+                self._block_forward, x, stage, index, use_reentrant=False)
+        return self._block_forward(x, stage, index)
+
+    def forward(self, x):
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.downsample_layers[i](x)
+            for j in range(len(stage)):
+                x = self._run_block(x, i, j)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    pooled = x.mean([-2, -1], keepdim=True)
+                    outs.append(norm(pooled).flatten(1))
+                else:
+                    outs.append(norm(x))
+        return tuple(outs)

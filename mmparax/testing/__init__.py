@@ -1,0 +1,21 @@
+"""Small data sets and checkpoints in real on-disk formats and key layouts,
+for tests, demos and checks without downloads."""
+from .checkpoints import (swin_to_microsoft, tiny_swin_kwargs,
+                          tiny_swin_state_dict, write_checkpoint)
+from .data import class_colour, make_ade20k
+
+__all__ = [
+    'class_colour', 'make_ade20k', 'swin_to_microsoft', 'tiny_swin_kwargs',
+    'tiny_swin_state_dict', 'write_checkpoint'
+]
+
+from .coco import (COCO_STUFF, COCO_THINGS, coco_metainfo,  # noqa: E402
+                   id2rgb, make_coco_instance, make_coco_panoptic)
+from .convnext import (convnext_to_facebook,  # noqa: E402
+                       tiny_convnext_kwargs, tiny_convnext_state_dict)
+
+__all__ += [
+    'COCO_STUFF', 'COCO_THINGS', 'coco_metainfo', 'id2rgb',
+    'make_coco_instance', 'make_coco_panoptic', 'convnext_to_facebook',
+    'tiny_convnext_kwargs', 'tiny_convnext_state_dict'
+]
