@@ -195,26 +195,6 @@ def test_freeze_set_and_centers():
         frozen | set(groups['output_norms'])
 
 
-def test_exact_counts_vmamba_b():
-    """Built on the CPU at full size: the paper's 4.6M and 88.6M."""
-    model = ParaXVMamba(arch='base')
-    assert model.dims == BASE_DIMS and model.depths == (2, 2, 15, 2)
-    named = dict(model.named_parameters())
-    groups = model.peft_components()
-
-    def count(names):
-        return sum(named[n].numel() for n in names)
-
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == 4_567_464
-    assert trainable - count(groups['output_norms']) == 4_563_624
-    assert count(groups['output_norms']) == 2 * sum(BASE_DIMS)
-    # the ImageNet model: backbone + classifier norm and 1000-class head
-    classifier = 2 * 1024 + 1024 * 1000 + 1000
-    assert count(groups['pretrained']) == 87_530_752
-    assert round((87_530_752 + classifier) / 1e6, 1) == 88.6
-
-
 def test_checkpointed_blocks_give_the_same_gradients():
     torch.manual_seed(0)
     model = build(ParaXVMamba, drop_path_rate=0.0)
@@ -476,3 +456,23 @@ def test_dt_rank_and_inner_width_follow_the_release():
     dt = F.softplus(op.dt_projs_bias)
     assert dt.min() >= 1e-4 and dt.max() <= 0.1 + 1e-6
     assert torch.equal(op.A_logs, torch.zeros(4 * 256, 1))
+
+
+def test_exact_counts_vmamba_b():
+    """Built on the CPU at full size: the paper's 4.6M and 88.6M."""
+    model = ParaXVMamba(arch='base')
+    assert model.dims == BASE_DIMS and model.depths == (2, 2, 15, 2)
+    named = dict(model.named_parameters())
+    groups = model.peft_components()
+
+    def count(names):
+        return sum(named[n].numel() for n in names)
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 4_567_464
+    assert trainable - count(groups['output_norms']) == 4_563_624
+    assert count(groups['output_norms']) == 2 * sum(BASE_DIMS)
+    # the ImageNet model: backbone + classifier norm and 1000-class head
+    classifier = 2 * 1024 + 1024 * 1000 + 1000
+    assert count(groups['pretrained']) == 87_530_752
+    assert round((87_530_752 + classifier) / 1e6, 1) == 88.6
