@@ -31,7 +31,7 @@ def test_hook_accepts_a_correct_freeze():
 @pytest.mark.parametrize('breakage, message', [
     (lambda m: m.backbone.stages[1].blocks[0].attn.w_msa.qkv.weight.
      requires_grad_(True), 'should be frozen require grad'),
-    (lambda m: m.backbone.stages[0].expert_centers.requires_grad_(False),
+    (lambda m: m.backbone.expert_centers[0].requires_grad_(False),
      'PEFT parameters are frozen'),
     (lambda m: m.decode_head.requires_grad_(False),
      'head parameters are frozen'),

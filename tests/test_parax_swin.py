@@ -84,20 +84,20 @@ def test_exact_trainable_counts(arch, parax, expected):
 
 def test_one_center_per_stage_shared_by_its_blocks():
     model = ParaXSwin(parax=PARAX, **TINY)
-    for i, stage in enumerate(model.stages):
-        assert len(stage.expert_centers) == 1
-        assert stage.expert_centers[0].num_experts == TINY['depths'][i]
+    for i, centers in enumerate(model.expert_centers):
+        assert len(centers) == 1
+        assert centers[0].num_experts == TINY['depths'][i]
     torch.manual_seed(0)
     model(torch.randn(1, 3, 64, 64))[3].square().sum().backward()
-    for stage in model.stages:
-        assert stage.expert_centers[0].down.grad.abs().sum() > 0
+    for centers in model.expert_centers:
+        assert centers[0].down.grad.abs().sum() > 0
 
 
 def test_grouped_centers_route_by_block():
     model = ParaXSwin(parax=dict(PARAX, blocks_per_center=2), **TINY)
-    assert len(model.stages[2].expert_centers) == 2
-    assert model._center(2, 1) is model.stages[2].expert_centers[0]
-    assert model._center(2, 2) is model.stages[2].expert_centers[1]
+    assert len(model.expert_centers[2]) == 2
+    assert model.center(2, 1) is model.expert_centers[2][0]
+    assert model.center(2, 2) is model.expert_centers[2][1]
 
 
 def test_checkpointed_blocks_give_the_same_gradients():

@@ -190,8 +190,8 @@ def test_resume_continues_from_saved_iteration(trained):
     pretrained = trained['pretrained_sd']
     key = 'stages.0.blocks.0.attn.w_msa.qkv.weight'
     assert torch.equal(state['backbone.' + key], pretrained[key])
-    assert not torch.equal(state['backbone.stages.0.expert_centers.0.down'],
-                           state_4['backbone.stages.0.expert_centers.0.down'])
+    assert not torch.equal(state['backbone.expert_centers.0.0.down'],
+                           state_4['backbone.expert_centers.0.0.down'])
 
 
 def test_mmdet_config_train_and_test(tmp_path):

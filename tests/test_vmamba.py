@@ -183,9 +183,9 @@ def test_freeze_set_and_centers():
         'adapters', 'expert_centers', 'output_norms', 'pretrained'
     }
     assert set(groups['pretrained']) == frozen
-    for i, stage in enumerate(model.layers):
-        assert len(stage.expert_centers) == 1
-        assert stage.expert_centers[0].num_experts == len(stage.blocks)
+    for stage, centers in zip(model.layers, model.expert_centers):
+        assert len(centers) == 1
+        assert centers[0].num_experts == len(stage.blocks)
     model.train()  # keeps the freeze, drop path stays active
     assert {n for n, p in model.named_parameters()
             if not p.requires_grad} == frozen
@@ -280,7 +280,7 @@ def test_encoder_decoder_forward_backward():
             assert p.grad is not None, name
         else:
             assert p.grad is None, name
-    assert backbone.layers[0].expert_centers[0].down.grad.abs().sum() > 0
+    assert backbone.expert_centers[0][0].down.grad.abs().sum() > 0
     assert backbone.outnorm3.weight.grad.abs().sum() > 0
     assert model.decode_head.conv_seg.weight.grad is not None
     model.eval()

@@ -1,15 +1,14 @@
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
-from mmparax.peft import ParaX
 from mmparax.registry import MODELS
 from .convnext import ConvNeXt
+from .parax_host import ParaXHostMixin
 
 
 @MODELS.register_module()
-class ParaXConvNeXt(ConvNeXt):
+class ParaXConvNeXt(ParaXHostMixin, ConvNeXt):
     """ConvNeXt with ParaX adapters, for mmseg and mmdet.
 
     Every block gets one adapter, ``stages.<i>.<j>.adapter``, on the output of
@@ -38,29 +37,11 @@ class ParaXConvNeXt(ConvNeXt):
                 'frozen_stages would also freeze the adapters of those stages '
                 'and switch off their drop path. Leave frozen_stages at 0.')
         super().__init__(**kwargs)
-        self.parax = ParaX(**dict(dict(layer_init='trunc_normal'),
-                                  **(parax or {})))
-        self.expert_centers = nn.ModuleList()
-        for i, stage in enumerate(self.stages):
-            dim, depth = self.channels[i], len(stage)
-            self.expert_centers.append(
-                self.parax.build_centers(dim, depth, i))
-            for j, block in enumerate(stage):
-                block.adapter = self.parax.build_adapter(
-                    dim, self._center(i, j))
-        self.freeze_for_peft()
-
-    def _center(self, stage: int, block: int):
-        depth = len(self.stages[stage])
-        index = self.parax.center_index(block, depth, stage)
-        return self.expert_centers[stage][index]
+        self.insert_parax(parax, list(self.stages), self.channels,
+                          defaults=dict(layer_init='trunc_normal'))
 
     def _block_forward(self, x: torch.Tensor, stage: int,
                        index: int) -> torch.Tensor:
         """Block then adapter; x: [B, C, H, W] -> same."""
         block = self.stages[stage][index]
-        x = block(x)
-        B, C, H, W = x.shape
-        tokens = block.adapter(
-            x.flatten(2).transpose(1, 2), (H, W), self._center(stage, index))
-        return tokens.transpose(1, 2).reshape(B, C, H, W)
+        return self.adapt_map(block.adapter, block(x), stage, index)

@@ -3,19 +3,19 @@ from typing import Optional
 import torch
 import torch.utils.checkpoint as cp
 
-from mmparax.peft import ParaX
 from mmparax.registry import MODELS
+from .parax_host import ParaXHostMixin
 from .swin import Swin
 
 
 @MODELS.register_module()
-class ParaXSwin(Swin):
+class ParaXSwin(ParaXHostMixin, Swin):
     """Swin Transformer with ParaX adapters, for mmseg and mmdet.
 
     Every block gets two adapters on its residual stream, ``adapter1`` after
     the attention residual and ``adapter2`` after the MLP residual, both
     routing into the expert centers of their stage
-    (``stages.<i>.expert_centers``). Trainable: adapters, expert centers and
+    (``expert_centers.<i>``). Trainable: adapters, expert centers and
     the per-output norms ``norm<i>``; every other parameter is frozen and
     keeps its OpenMMLab name.
 
@@ -29,22 +29,12 @@ class ParaXSwin(Swin):
     Returns (forward): list of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
+    adapter_sites = ('adapter1', 'adapter2')
+
     def __init__(self, parax: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
-        self.parax = ParaX(**(parax or {}))
-        for i, stage in enumerate(self.stages):
-            dim, depth = self.num_features[i], len(stage.blocks)
-            stage.expert_centers = self.parax.build_centers(dim, depth, i)
-            for j, block in enumerate(stage.blocks):
-                center = self._center(i, j)
-                block.adapter1 = self.parax.build_adapter(dim, center)
-                block.adapter2 = self.parax.build_adapter(dim, center)
-        self.freeze_for_peft()
-
-    def _center(self, stage: int, block: int):
-        centers = self.stages[stage].expert_centers
-        depth = len(self.stages[stage].blocks)
-        return centers[self.parax.center_index(block, depth, stage)]
+        self.insert_parax(parax, [stage.blocks for stage in self.stages],
+                          self.num_features)
 
     @staticmethod
     def _block_forward(block, x, hw_shape, center):
@@ -71,7 +61,7 @@ class ParaXSwin(Swin):
         outs = []
         for i, stage in enumerate(self.stages):
             for j, block in enumerate(stage.blocks):
-                x = self._block_forward(block, x, hw_shape, self._center(i, j))
+                x = self._block_forward(block, x, hw_shape, self.center(i, j))
             out, out_hw_shape = x, hw_shape
             if stage.downsample:
                 x, hw_shape = stage.downsample(x, hw_shape)
