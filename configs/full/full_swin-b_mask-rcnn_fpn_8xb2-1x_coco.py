@@ -31,20 +31,5 @@ model = dict(
         with_cp=False),
     neck=dict(in_channels=[128, 256, 512, 1024]))
 
-# AdamW with fp16 (dynamic loss scale); the whole model is trained.
-optim_wrapper = dict(
-    _delete_=True,
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # no 'backbone' key here: every parameter named *norm* has no decay
-    paramwise_cfg=dict(
-        custom_keys={
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }))
-
 # 8 GPUs x 2 images = total batch 16
 train_dataloader = dict(batch_size=2)

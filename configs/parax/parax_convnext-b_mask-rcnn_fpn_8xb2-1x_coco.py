@@ -26,21 +26,8 @@ model = dict(
         with_cp=False),
     neck=dict(in_channels=[128, 256, 512, 1024]))
 
-# AdamW with fp16 (dynamic loss scale); frozen parameters are left out.
-optim_wrapper = dict(
-    _delete_=True,
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    constructor='mmparax.PEFTOptimWrapperConstructor',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # no 'backbone' key here: every parameter named *norm* has no decay
-    paramwise_cfg=dict(
-        custom_keys={
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }))
+# the recipe's optimizer (schedule_1x); frozen parameters are left out
+optim_wrapper = dict(constructor='mmparax.PEFTOptimWrapperConstructor')
 
 # verifies the freeze and logs the trainable parameters
 custom_hooks = [dict(type='mmparax.PEFTCheckHook')]

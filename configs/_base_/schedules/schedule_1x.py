@@ -1,5 +1,4 @@
-# 12 epochs (COCO "1x"), lr x0.1 after epochs 8 and 11; experiments set the
-# optimizer wrapper (fp16) and its paramwise options
+# 12 epochs (COCO "1x"), lr x0.1 after epochs 8 and 11
 max_epochs = 12
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
@@ -19,8 +18,20 @@ param_scheduler = [
         gamma=0.1)
 ]
 
-optimizer = dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
-optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer)
+# The reference recipe: AdamW in fp16 with a dynamic loss scale (on a CPU
+# pass --cfg-options optim_wrapper.type=OptimWrapper).
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    # no 'backbone' key here: every parameter named *norm* has no decay
+    paramwise_cfg=dict(
+        custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.),
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.)
+        }))
 
 # lr was set for a total batch of 16 (8 GPUs x 2 images); --auto-scale-lr
 # style scaling is off unless enabled
