@@ -22,22 +22,10 @@ model = dict(
     decode_head=dict(in_channels=[128, 256, 512, 1024], num_classes=150),
     auxiliary_head=dict(in_channels=512, num_classes=150))
 
-# AdamW with fp16 (dynamic loss scale); frozen parameters are left out.
+# the recipe's optimizer (schedule_160k); frozen parameters are left out
 optim_wrapper = dict(
-    _delete_=True,
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
     constructor='mmparax.PEFTOptimWrapperConstructor',
-    optimizer=dict(
-        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    # longest key wins: 'backbone' beats 'norm' (backbone norms keep decay)
-    paramwise_cfg=dict(
-        custom_keys={
-            'backbone': dict(lr_mult=1.0),
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }))
+    optimizer=dict(lr=6e-5))
 
 # verifies the freeze and logs the trainable parameters
 custom_hooks = [dict(type='mmparax.PEFTCheckHook')]

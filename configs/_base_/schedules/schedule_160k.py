@@ -1,6 +1,19 @@
-# 160k iterations (ADE20K recipe); experiments set lr and paramwise options
-optimizer = dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
-optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
+# 160k iterations (ADE20K recipe); experiments set the lr.
+# The reference recipe: AdamW in fp16 with a dynamic loss scale (on a CPU
+# pass --cfg-options optim_wrapper.type=OptimWrapper).
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    # longest key wins: 'backbone' beats 'norm' (backbone norms keep decay)
+    paramwise_cfg=dict(
+        custom_keys={
+            'backbone': dict(lr_mult=1.0),
+            'absolute_pos_embed': dict(decay_mult=0.),
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.)
+        }))
 
 # linear warm-up from 1e-6 x lr over 1500 iters, then poly decay to 0
 param_scheduler = [
