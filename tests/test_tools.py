@@ -1,5 +1,5 @@
 """tools/train.py and tools/test.py, end to end on a tiny ADE20K-layout set,
-and the helpers behind them (trusted checkpoint loading, fp16 checks,
+and the functions behind them (trusted checkpoint loading, fp16 checks,
 ``--out`` / ``--show-dir`` for mmseg and mmdet configs)."""
 import glob
 import importlib.util
