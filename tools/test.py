@@ -5,7 +5,7 @@ import os
 from mmengine.config import DictAction
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
-from mmparax.apis import (TRUST_ENV, build_runner, load_config,
+from mmparax.apis import (TRUST_ENV, build_runner, finish_run, load_config,
                           set_out, set_show_dir, setup_run)
 
 
@@ -63,7 +63,9 @@ def main(argv=None):
         set_out(cfg, args.out)
     setup_run(cfg, args.trust_checkpoint, train=False)
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    finish_run()
+    return metrics
 
 
 if __name__ == '__main__':

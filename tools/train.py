@@ -6,7 +6,7 @@ from mmengine.config import DictAction
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmparax.apis import (TRUST_ENV, apply_resume, build_runner,
-                          enable_amp, load_config, setup_run)
+                          enable_amp, finish_run, load_config, setup_run)
 
 
 def parse_args(argv=None):
@@ -64,6 +64,7 @@ def main(argv=None):
     setup_run(cfg, args.trust_checkpoint, train=True, config_name=args.config)
     runner = build_runner(cfg)
     runner.train()
+    finish_run()
 
 
 if __name__ == '__main__':

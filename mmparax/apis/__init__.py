@@ -1,5 +1,5 @@
 from .runtime import (apply_resume, build_runner, check_optim_wrapper,
-                      enable_amp, is_amp, load_config,
+                      enable_amp, finish_run, is_amp, load_config,
                       prepare_cpu_distributed, set_out, set_show_dir,
                       setup_checkpoint_trust, setup_run)
 from .trusted_loading import (TRUST_ENV, TRUST_FLAG, UntrustedCheckpointError,
@@ -8,7 +8,7 @@ from .trusted_loading import (TRUST_ENV, TRUST_FLAG, UntrustedCheckpointError,
 
 __all__ = [
     'apply_resume', 'build_runner', 'check_optim_wrapper', 'enable_amp',
-    'is_amp', 'load_config', 'prepare_cpu_distributed', 'set_out',
+    'finish_run', 'is_amp', 'load_config', 'prepare_cpu_distributed', 'set_out',
     'set_show_dir', 'setup_checkpoint_trust', 'setup_run', 'TRUST_ENV',
     'TRUST_FLAG', 'UntrustedCheckpointError', 'load_from_local',
     'register_trusted_loader', 'trust_checkpoints', 'trust_reason',

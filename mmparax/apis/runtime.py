@@ -311,3 +311,16 @@ def setup_run(cfg: Config,
     if train:
         check_optim_wrapper(cfg, config_name)
     prepare_cpu_distributed(cfg)
+
+
+def finish_run() -> None:
+    """Leave the process group once the run is over.
+
+    A gloo process group left to the interpreter's exit can abort a rank
+    ("terminate called without an active exception") after the work is
+    done; a barrier then an explicit teardown ends every rank cleanly.
+    """
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
