@@ -1,12 +1,10 @@
 """Evaluate a checkpoint with an mmparax (mmseg / mmdet) config."""
 import argparse
-import os
-
-from mmengine.config import DictAction
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
-from mmparax.apis import (TRUST_ENV, build_runner, finish_run, load_config,
-                          set_out, set_show_dir, setup_run)
+from mmparax.apis import (add_run_arguments, build_runner, finish_run,
+                          load_config, parse_run_args, set_out,
+                          set_show_dir, setup_run)
 
 
 def parse_args(argv=None):
@@ -25,30 +23,8 @@ def parse_args(argv=None):
         '--show-dir',
         help='folder to save painted predictions into (mmseg paints every '
         'default_hooks.visualization.interval-th image, 50 by default)')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='a checkpoint file, or a folder, whose files may be fully '
-        'unpickled (torch.load(weights_only=False), which can run code: only '
-        'for files you trust). Files in the work dir are trusted; other '
-        'files must load with weights_only=True unless named here or in '
-        f'${TRUST_ENV} (paths joined by {os.pathsep!r}). Repeatable')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, key=value (lists: key="[a,b]")')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser, argv)
 
 
 def main(argv=None):

@@ -1,12 +1,10 @@
 """Train a segmentor or detector from an mmparax (mmseg / mmdet) config."""
 import argparse
-import os
-
-from mmengine.config import DictAction
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
-from mmparax.apis import (TRUST_ENV, apply_resume, build_runner,
-                          enable_amp, finish_run, load_config, setup_run)
+from mmparax.apis import (add_run_arguments, apply_resume, build_runner,
+                          enable_amp, finish_run, load_config,
+                          parse_run_args, setup_run)
 
 
 def parse_args(argv=None):
@@ -27,31 +25,8 @@ def parse_args(argv=None):
         '--amp',
         action='store_true',
         help='fp16 mixed precision (AmpOptimWrapper; needs CUDA)')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='a checkpoint file, or a folder, whose files may be fully '
-        'unpickled (torch.load(weights_only=False), which can run code: only '
-        'for files you trust). Files in the work dir are trusted; other '
-        'files must load with weights_only=True unless named here or in '
-        f'${TRUST_ENV} (paths joined by {os.pathsep!r}). Repeatable')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, key=value (lists: key="[a,b]")')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_arguments(parser)
+    return parse_run_args(parser, argv)
 
 
 def main(argv=None):

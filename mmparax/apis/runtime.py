@@ -13,12 +13,13 @@ the config's ``default_scope`` selects the registries. What this module adds:
   CUDA is available.
 """
 import inspect
+import os
 import os.path as osp
 from contextlib import contextmanager
 from typing import Iterable, Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.dist import get_rank, init_dist, is_distributed
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper
@@ -26,7 +27,8 @@ from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
-from .trusted_loading import register_trusted_loader, trust_checkpoints
+from .trusted_loading import (TRUST_ENV, register_trusted_loader,
+                              trust_checkpoints)
 
 WARNING = 30
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
@@ -324,3 +326,38 @@ def finish_run() -> None:
             torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def add_run_arguments(parser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share:
+    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher`` and
+    ``--local-rank``."""
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='PATH',
+        help='a checkpoint file, or a folder, whose files may be fully '
+        'unpickled (torch.load(weights_only=False), which can run code: only '
+        'for files you trust). Files in the work dir are trusted; other '
+        'files must load with weights_only=True unless named here or in '
+        f'${TRUST_ENV} (paths joined by {os.pathsep!r}). Repeatable')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, key=value (lists: key="[a,b]")')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0)
+
+
+def parse_run_args(parser, argv=None):
+    """Parse, and export ``--local-rank`` as ``LOCAL_RANK`` if unset."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
