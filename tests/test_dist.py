@@ -90,7 +90,9 @@ def dist_trained(tmp_path_factory):
         pretrained_sd=pretrained_sd)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only gloo/BN path; a CUDA device is present')
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='checks the CPU-only gloo/BN path; a CUDA device is present')
 def test_dist_train_two_processes_on_cpu(dist_trained):
     proc = dist_trained['proc']
     work_dir = dist_trained['work_dir']
@@ -325,7 +327,9 @@ def test_scripts_usage(name, args):
     assert proc.returncode == 2 and 'usage:' in proc.stderr
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only gloo/BN path; a CUDA device is present')
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='checks the CPU-only gloo/BN path; a CUDA device is present')
 def test_dist_test_two_processes_on_cpu(dist_trained):
     assert dist_trained['proc'].returncode == 0
     work_dir = dist_trained['work_dir']

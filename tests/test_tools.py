@@ -233,7 +233,9 @@ def load_tool(name):
     return module
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error raised without CUDA; a CUDA device is present')
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='checks the error raised without CUDA; a CUDA device is present')
 def test_amp_flag_on_cpu_fails_clearly(tmp_path, monkeypatch, clean_trust):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match='--amp needs a CUDA GPU'):
@@ -241,7 +243,9 @@ def test_amp_flag_on_cpu_fails_clearly(tmp_path, monkeypatch, clean_trust):
     assert not (tmp_path / 'work_dirs').exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error raised without CUDA; a CUDA device is present')
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='checks the error raised without CUDA; a CUDA device is present')
 def test_fp16_config_on_cpu_names_the_override(tmp_path, monkeypatch,
                                                clean_trust):
     monkeypatch.chdir(tmp_path)
