@@ -198,3 +198,57 @@ def test_expert_ratio(ratio, rank, experts):
     assert center.num_experts == experts
     assert parax.build_adapter(64, center).router[2].out_features == \
         5 * experts
+
+
+@pytest.mark.parametrize('router_act', ['softmax', 'sigmoid', 'relu'])
+@pytest.mark.parametrize('top_k', [2, 3])
+def test_sparse_routing_matches_formula(router_act, top_k):
+    """Gates with top_k < M against a formula written out with numpy:
+    softmax over the k largest logits only (zeros elsewhere), or
+    sigmoid / relu of the logits times the top-k mask."""
+    import numpy as np
+    M = 6
+    adapter = ParaXAdapter(
+        12, rank=8, num_experts=M, router_hidden=8, router_act=router_act,
+        top_k=top_k).double()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        for p in adapter.router.parameters():
+            p.copy_(torch.randn_like(p))  # logits of order 1, both signs
+    seen = []
+    handle = adapter.router.register_forward_hook(
+        lambda module, args, out: seen.append(out.detach().clone()))
+    pooled = torch.randn(5, 12, dtype=torch.float64)
+    with torch.no_grad():
+        gates = adapter.route(pooled)
+    handle.remove()
+    groups = adapter.num_groups
+    assert gates.shape == (5, groups, M) and gates.dtype == torch.float64
+    (logits, ) = seen
+    logits = logits.numpy().reshape(5, groups, M)
+
+    expected = np.zeros_like(logits)
+    for b in range(5):
+        for g in range(groups):
+            row = logits[b, g]
+            kept = np.argsort(-row)[:top_k]
+            assert row[kept].min() > np.delete(row, kept).max()  # no ties
+            if router_act == 'softmax':
+                e = np.exp(row[kept] - row[kept].max())
+                expected[b, g, kept] = e / e.sum()
+            elif router_act == 'sigmoid':
+                expected[b, g, kept] = 1.0 / (1.0 + np.exp(-row[kept]))
+            else:
+                expected[b, g, kept] = np.maximum(row[kept], 0.0)
+    # the mask matters for these logits: dense gates would differ
+    if router_act == 'softmax':
+        dense = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    elif router_act == 'sigmoid':
+        dense = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        dense = np.maximum(logits, 0.0)
+    assert not np.allclose(dense, expected)
+    np.testing.assert_allclose(gates.numpy(), expected, rtol=1e-12,
+                               atol=1e-15)
+    if router_act != 'relu':
+        assert ((gates > 0).sum(-1) == top_k).all()

@@ -132,3 +132,58 @@ def test_shape_errors():
         selective_scan(**dict(tensors, A=tensors['A'][:-1]))
     with pytest.raises(ValueError, match='D must be'):
         selective_scan(**dict(tensors, D=tensors['D'][:-1]))
+
+
+def _softplus_formula(x):
+    """softplus with threshold 20 in float64: log1p(exp(x)), x above 20."""
+    x = x.double()
+    return torch.where(x > 20, x, torch.log1p(torch.exp(x.clamp(max=20))))
+
+
+def test_softplus_threshold_of_step_sizes():
+    """One step, N = 1, B = C = u = 1 and D = -(dt + bias): the output is
+    softplus(dt + bias) - (dt + bias), i.e. log1p(exp(-x)) while x <= 20
+    and 0 above, resolved to within an fp32 ulp of x."""
+    # raw steps dt and biases exact in fp32, their sums x too; 10.5 + 2 and
+    # 25 - 12 reach 12..20 only with the bias, 18.5 + 3 passes 20 only with
+    # it, 40 - 27.5 falls below 20 only with it
+    dt = torch.tensor([12.25, 12.5, 12.75, 13.0, 13.5, 14.0, 15.0, 17.5,
+                       19.75, 20.0, 20.5, 24.0, 10.5, 18.5, 25.0, 40.0])
+    bias = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                         0.0, 0.0, 0.0, 0.0, 2.0, 3.0, -12.0, -27.5])
+    x = dt + bias
+    assert torch.equal(x.double(), dt.double() + bias.double())
+    KE = dt.numel()
+    ones = torch.ones(1, 1, 1, 1)
+    y = selective_scan(
+        torch.ones(1, KE, 1), dt.view(1, KE, 1), -torch.ones(KE, 1), ones,
+        ones, D=-x, delta_bias=bias, delta_softplus=True).reshape(KE)
+    expected = _softplus_formula(x) - x.double()
+    # what fp32 can resolve: the spacing of fp32 numbers at x
+    ulp = (torch.nextafter(x, torch.tensor(float('inf'))) - x).double()
+    err = (y.double() - expected).abs()
+    wrong = [(float(v), float(e), float(r))
+             for v, e, r, bad in zip(x, expected, y, err > ulp) if bad]
+    assert not wrong, f'(x, log1p(exp(-x)), scan) off by > 1 ulp: {wrong}'
+    # above the threshold the step is the raw value exactly
+    above = x > 20
+    assert int(above.sum()) == 3
+    assert torch.equal(y[above], torch.zeros(3))
+    # and below it differs from the raw value where fp32 can tell
+    visible = expected > 2 * ulp
+    assert int(visible.sum()) >= 5
+    assert (y[visible] > 0).all()
+
+    # d delta / d raw: sigmoid(x) below the threshold, exactly 1 above
+    dt_req = dt.view(1, KE, 1).clone().requires_grad_()
+    bias_req = bias.clone().requires_grad_()
+    out = selective_scan(
+        torch.ones(1, KE, 1), dt_req, -torch.ones(KE, 1), ones, ones,
+        delta_bias=bias_req, delta_softplus=True)
+    out.sum().backward()
+    slope = torch.where(x.double() > 20, torch.ones(KE, dtype=torch.float64),
+                        torch.sigmoid(x.double()))
+    torch.testing.assert_close(dt_req.grad.view(KE).double(), slope,
+                               rtol=0, atol=1e-7)
+    torch.testing.assert_close(bias_req.grad.double(), slope,
+                               rtol=0, atol=1e-7)
