@@ -25,3 +25,5 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mmparax',
     locations=['mmparax.engine'])
+PEFT_METHODS = Registry(
+    'peft method', scope='mmparax', locations=['mmparax.peft'])

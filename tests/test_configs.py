@@ -15,14 +15,14 @@ COUNT_TOOL = ROOT / 'tools' / 'analysis' / 'count_params.py'
 ADE = '_upernet_8xb2-160k_ade20k-512x512.py'
 # config -> (backbone type, exact trainable backbone params, lr, drop_path)
 ADE20K = {
-    f'parax/parax_swin-b{ADE}': ('mmparax.ParaXSwin', 5_242_992, 6e-5, 0.15),
-    f'parax/parax_swin-l{ADE}': ('mmparax.ParaXSwin', 7_302_384, 3e-4, 0.3),
+    f'parax/parax_swin-b{ADE}': ('mmparax.Swin', 5_242_992, 6e-5, 0.15),
+    f'parax/parax_swin-l{ADE}': ('mmparax.Swin', 7_302_384, 3e-4, 0.3),
     f'full/full_swin-b{ADE}': ('mmparax.Swin', 86_745_016, 6e-5, 0.15),
     f'full/full_swin-l{ADE}': ('mmparax.Swin', 194_998_164, 6e-5, 0.3),
     f'parax/parax_convnext-b{ADE}':
-    ('mmparax.ParaXConvNeXt', 6_630_912, 3e-4, 0.25),
+    ('mmparax.ConvNeXt', 6_630_912, 3e-4, 0.25),
     f'parax/parax_convnext-l{ADE}':
-    ('mmparax.ParaXConvNeXt', 9_403_200, 3e-4, 0.35),
+    ('mmparax.ConvNeXt', 9_403_200, 3e-4, 0.35),
     f'full/full_convnext-b{ADE}': ('mmparax.ConvNeXt', 87_568_256, 6e-5, 0.25),
     f'full/full_convnext-l{ADE}':
     ('mmparax.ConvNeXt', 196_233_024, 6e-5, 0.35),
@@ -31,22 +31,22 @@ MRCNN = '_mask-rcnn_fpn_8xb2-1x_coco.py'
 PANOPTIC = '_panoptic-fpn_8xb2-1x_coco-panoptic.py'
 # config -> (backbone type, exact trainable backbone params, drop_path)
 COCO = {
-    f'parax/parax_swin-b{MRCNN}': ('mmparax.ParaXSwin', 5_194_864, 0.15),
-    f'parax/parax_swin-l{MRCNN}': ('mmparax.ParaXSwin', 7_302_384, 0.2),
+    f'parax/parax_swin-b{MRCNN}': ('mmparax.Swin', 5_194_864, 0.15),
+    f'parax/parax_swin-l{MRCNN}': ('mmparax.Swin', 7_302_384, 0.2),
     f'parax/parax_convnext-b{MRCNN}':
-    ('mmparax.ParaXConvNeXt', 6_456_000, 0.2),
+    ('mmparax.ConvNeXt', 6_456_000, 0.2),
     f'parax/parax_convnext-l{MRCNN}':
-    ('mmparax.ParaXConvNeXt', 9_156_096, 0.35),
+    ('mmparax.ConvNeXt', 9_156_096, 0.35),
     f'full/full_swin-b{MRCNN}': ('mmparax.Swin', 86_745_016, 0.15),
     f'full/full_swin-l{MRCNN}': ('mmparax.Swin', 194_998_164, 0.2),
     f'full/full_convnext-b{MRCNN}': ('mmparax.ConvNeXt', 87_568_256, 0.2),
     f'full/full_convnext-l{MRCNN}': ('mmparax.ConvNeXt', 196_233_024, 0.35),
-    f'parax/parax_swin-b{PANOPTIC}': ('mmparax.ParaXSwin', 5_242_992, 0.3),
-    f'parax/parax_swin-l{PANOPTIC}': ('mmparax.ParaXSwin', 7_302_384, 0.3),
+    f'parax/parax_swin-b{PANOPTIC}': ('mmparax.Swin', 5_242_992, 0.3),
+    f'parax/parax_swin-l{PANOPTIC}': ('mmparax.Swin', 7_302_384, 0.3),
     f'parax/parax_convnext-b{PANOPTIC}':
-    ('mmparax.ParaXConvNeXt', 6_456_000, 0.2),
+    ('mmparax.ConvNeXt', 6_456_000, 0.2),
     f'parax/parax_convnext-l{PANOPTIC}':
-    ('mmparax.ParaXConvNeXt', 9_156_096, 0.25),
+    ('mmparax.ConvNeXt', 9_156_096, 0.25),
     f'full/full_swin-b{PANOPTIC}': ('mmparax.Swin', 86_745_016, 0.3),
     f'full/full_swin-l{PANOPTIC}': ('mmparax.Swin', 194_998_164, 0.3),
     f'full/full_convnext-b{PANOPTIC}': ('mmparax.ConvNeXt', 87_568_256, 0.2),
@@ -59,12 +59,14 @@ CHECKPOINTS = {
     'convnext-b': 'pretrain/convnext_base_22k_224.pth',
     'convnext-l': 'pretrain/convnext_large_22k_224.pth',
 }
-DEFAULT_PARAX = dict(rank=128, kernel_sizes=(3, 5, 7), router_hidden=16)
+DEFAULT_PARAX = dict(
+    type='ParaX', rank=128, kernel_sizes=(3, 5, 7), router_hidden=16)
 CONVNEXT_PARAX = dict(DEFAULT_PARAX, layer_init='trunc_normal')
 # config -> the ParaX settings of its recipe
 PARAX = {
     name: (CONVNEXT_PARAX if 'ConvNeXt' in cfg[0] else DEFAULT_PARAX)
-    for name, cfg in {**ADE20K, **COCO}.items() if 'ParaX' in cfg[0]
+    for name, cfg in {**ADE20K, **COCO}.items()
+    if name.startswith('parax/')
 }
 PARAX[f'parax/parax_convnext-b{ADE}'] = dict(CONVNEXT_PARAX, router_hidden=24)
 PARAX[f'parax/parax_convnext-l{ADE}'] = dict(CONVNEXT_PARAX, router_hidden=24)
@@ -168,12 +170,18 @@ def test_ade20k_recipe(name):
 
     hooks = [h.type for h in cfg.get('custom_hooks', [])]
     if name in PARAX:
-        assert backbone.parax == PARAX[name]
-        assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
+        assert backbone.peft == PARAX[name]
         assert 'mmparax.PEFTCheckHook' in hooks
+        # the rest is the full fine-tuning recipe of the same backbone
+        full = Config.fromfile(CONFIGS / name.replace('parax', 'full'))
+        assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks'}
+        backbone.pop('peft')
+        assert backbone == full.model.backbone
     else:
-        assert 'parax' not in backbone
+        assert 'peft' not in backbone
         assert 'mmparax.PEFTCheckHook' not in hooks
+    # frozen parameters never reach the optimizer, in every config
+    assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
 
 
 @pytest.mark.parametrize('name', sorted(COCO))
@@ -236,12 +244,18 @@ def test_coco_recipe(name):
 
     hooks = [h.type for h in cfg.get('custom_hooks', [])]
     if name in PARAX:
-        assert backbone.parax == PARAX[name]
-        assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
+        assert backbone.peft == PARAX[name]
         assert 'mmparax.PEFTCheckHook' in hooks
+        # the rest is the full fine-tuning recipe of the same backbone
+        full = Config.fromfile(CONFIGS / name.replace('parax', 'full'))
+        assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks'}
+        backbone.pop('peft')
+        assert backbone == full.model.backbone
     else:
-        assert 'parax' not in backbone
+        assert 'peft' not in backbone
         assert 'mmparax.PEFTCheckHook' not in hooks
+    # frozen parameters never reach the optimizer, in every config
+    assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
 
 
 @pytest.mark.parametrize('name', sorted(COCO))

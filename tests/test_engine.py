@@ -44,9 +44,9 @@ def test_hook_rejects_a_broken_freeze(breakage, message):
 
 
 def test_hook_rejects_a_backbone_without_peft():
-    with pytest.raises(RuntimeError, match='holds no PEFT parameters'):
+    with pytest.raises(RuntimeError, match='holds no PEFT method parameters'):
         PEFTCheckHook().check(Segmentor(Swin(**TINY)))
-    with pytest.raises(RuntimeError, match='mmparax PEFT backbone'):
+    with pytest.raises(RuntimeError, match='mmparax host backbone'):
         PEFTCheckHook().check(Segmentor(nn.Linear(2, 2)))
 
 

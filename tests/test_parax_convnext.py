@@ -241,9 +241,9 @@ def test_one_center_per_stage_and_reference_init():
         assert model.expert_centers[i][0].num_experts == len(stage)
         for block in stage:
             assert block.adapter.num_experts == len(stage)
-    assert model.parax.layer_init == 'trunc_normal'
+    assert model.stages[0][0].adapter.layer_init == 'trunc_normal'
     assert build(parax=dict(PARAX, layer_init='kaiming_uniform')) \
-        .parax.layer_init == 'kaiming_uniform'
+        .stages[0][0].adapter.layer_init == 'kaiming_uniform'
     torch.manual_seed(0)
     model(torch.randn(1, 3, 32, 32))[3].square().sum().backward()
     for centers in model.expert_centers:

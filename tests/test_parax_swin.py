@@ -96,8 +96,8 @@ def test_one_center_per_stage_shared_by_its_blocks():
 def test_grouped_centers_route_by_block():
     model = ParaXSwin(parax=dict(PARAX, blocks_per_center=2), **TINY)
     assert len(model.expert_centers[2]) == 2
-    assert model.center(2, 1) is model.expert_centers[2][0]
-    assert model.center(2, 2) is model.expert_centers[2][1]
+    assert model.stages[2].blocks[1].adapter1.center_key == (2, 0)
+    assert model.stages[2].blocks[2].adapter2.center_key == (2, 1)
 
 
 def test_checkpointed_blocks_give_the_same_gradients():

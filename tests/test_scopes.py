@@ -7,36 +7,28 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.models import ConvNeXt, ParaXConvNeXt, ParaXSwin, Swin
+from mmparax.models import ConvNeXt, Swin
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                    'configs')
 WIDTHS = [16, 32, 64, 128]
-TINY = {
-    ParaXSwin: dict(tiny_swin_kwargs(), parax=dict(rank=8, router_hidden=4)),
-    Swin: tiny_swin_kwargs(),
-    ParaXConvNeXt: dict(
-        tiny_convnext_kwargs(), parax=dict(rank=8, router_hidden=4)),
-    ConvNeXt: tiny_convnext_kwargs(),
-}
+TINY = {Swin: tiny_swin_kwargs(), ConvNeXt: tiny_convnext_kwargs()}
+TINY_PARAX = dict(rank=8, router_hidden=4)
 ADE = 'upernet_8xb2-160k_ade20k-512x512.py'
 MASK_RCNN = 'mask-rcnn_fpn_8xb2-1x_coco.py'
 PANOPTIC = 'panoptic-fpn_8xb2-1x_coco-panoptic.py'
 CASES = [
-    (f'parax/parax_swin-b_{ADE}', ParaXSwin, 'mmseg', 'EncoderDecoder'),
+    (f'parax/parax_swin-b_{ADE}', Swin, 'mmseg', 'EncoderDecoder'),
     (f'full/full_swin-b_{ADE}', Swin, 'mmseg', 'EncoderDecoder'),
-    (f'parax/parax_convnext-b_{ADE}', ParaXConvNeXt, 'mmseg',
-     'EncoderDecoder'),
+    (f'parax/parax_convnext-b_{ADE}', ConvNeXt, 'mmseg', 'EncoderDecoder'),
     (f'full/full_convnext-l_{ADE}', ConvNeXt, 'mmseg', 'EncoderDecoder'),
-    (f'parax/parax_swin-b_{MASK_RCNN}', ParaXSwin, 'mmdet', 'MaskRCNN'),
+    (f'parax/parax_swin-b_{MASK_RCNN}', Swin, 'mmdet', 'MaskRCNN'),
     (f'full/full_swin-l_{MASK_RCNN}', Swin, 'mmdet', 'MaskRCNN'),
-    (f'parax/parax_convnext-l_{MASK_RCNN}', ParaXConvNeXt, 'mmdet',
-     'MaskRCNN'),
+    (f'parax/parax_convnext-l_{MASK_RCNN}', ConvNeXt, 'mmdet', 'MaskRCNN'),
     (f'full/full_convnext-b_{MASK_RCNN}', ConvNeXt, 'mmdet', 'MaskRCNN'),
-    (f'parax/parax_swin-l_{PANOPTIC}', ParaXSwin, 'mmdet', 'PanopticFPN'),
-    (f'parax/parax_convnext-b_{PANOPTIC}', ParaXConvNeXt, 'mmdet',
-     'PanopticFPN'),
+    (f'parax/parax_swin-l_{PANOPTIC}', Swin, 'mmdet', 'PanopticFPN'),
+    (f'parax/parax_convnext-b_{PANOPTIC}', ConvNeXt, 'mmdet', 'PanopticFPN'),
     (f'full/full_convnext-l_{PANOPTIC}', ConvNeXt, 'mmdet', 'PanopticFPN'),
 ]
 
@@ -44,9 +36,11 @@ CASES = [
 def tiny_model_cfg(name, cls):
     cfg = Config.fromfile(osp.join(CONFIGS, name))
     backbone = cfg.model.backbone
-    for key in ('arch', 'embed_dims', 'depths', 'num_heads', 'parax'):
+    for key in ('arch', 'embed_dims', 'depths', 'num_heads'):
         backbone.pop(key, None)
     backbone.update(TINY[cls])
+    if 'peft' in backbone:
+        backbone.peft.update(TINY_PARAX)
     backbone.init_cfg = None
     if 'neck' in cfg.model:
         cfg.model.neck.in_channels = WIDTHS
@@ -71,7 +65,7 @@ def test_backbone_builds_in_both_scopes(name, cls, scope, model_type):
 
     named = dict(model.backbone.named_parameters())
     trainable = {n for n, p in named.items() if p.requires_grad}
-    if cls in (ParaXSwin, ParaXConvNeXt):
+    if name.startswith('parax/'):
         assert trainable == set(model.backbone.peft_trainable_names())
         assert len(trainable) < len(named)
     else:

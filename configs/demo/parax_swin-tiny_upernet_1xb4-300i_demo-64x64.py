@@ -23,8 +23,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='mmparax.ParaXSwin',
-        parax=dict(rank=8, kernel_sizes=(3, 5, 7), router_hidden=8),
+        type='mmparax.Swin',
+        peft=dict(
+            type='ParaX', rank=8, kernel_sizes=(3, 5, 7), router_hidden=8),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
         # mmparax.testing.tiny_swin_kwargs()
         pretrain_img_size=224,

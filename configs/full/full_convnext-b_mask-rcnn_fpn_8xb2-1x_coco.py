@@ -1,6 +1,5 @@
 _base_ = [
-    '../_base_/models/mask-rcnn_fpn.py',
-    '../_base_/datasets/coco_instance.py',
+    '../_base_/models/mask-rcnn_fpn.py', '../_base_/datasets/coco_instance.py',
     '../_base_/schedules/schedule_1x.py', '../_base_/det_runtime.py'
 ]
 # Mask R-CNN + FPN, COCO 2017 instance segmentation, 12 epochs.
@@ -10,13 +9,11 @@ model = dict(
     backbone=dict(
         type='mmparax.ConvNeXt',
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
+        out_indices=(0, 1, 2, 3),  # four FPN inputs
         arch='base',  # widths 128, 256, 512, 1024; depths 3, 3, 27, 3
-        out_indices=(0, 1, 2, 3),
-        gap_before_final_norm=False,
         # overwritten by the checkpoint's layer scales
         layer_scale_init_value=1.0,
-        drop_path_rate=0.2,
-        with_cp=False),
+        drop_path_rate=0.2),
     neck=dict(in_channels=[128, 256, 512, 1024]))
 
 # 8 GPUs x 2 images = total batch 16

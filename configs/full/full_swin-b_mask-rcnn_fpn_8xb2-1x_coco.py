@@ -1,6 +1,5 @@
 _base_ = [
-    '../_base_/models/mask-rcnn_fpn.py',
-    '../_base_/datasets/coco_instance.py',
+    '../_base_/models/mask-rcnn_fpn.py', '../_base_/datasets/coco_instance.py',
     '../_base_/schedules/schedule_1x.py', '../_base_/det_runtime.py'
 ]
 # Mask R-CNN + FPN, COCO 2017 instance segmentation, 12 epochs.
@@ -10,25 +9,12 @@ model = dict(
     backbone=dict(
         type='mmparax.Swin',
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
-        pretrain_img_size=224,
+        out_indices=(0, 1, 2, 3),  # four FPN inputs
         embed_dims=128,
-        patch_size=4,
-        window_size=7,
-        mlp_ratio=4,
         depths=[2, 2, 18, 2],
         num_heads=[4, 8, 16, 32],
-        strides=(4, 2, 2, 2),
-        out_indices=(0, 1, 2, 3),
-        qkv_bias=True,
-        qk_scale=None,
-        patch_norm=True,
-        drop_rate=0.,
-        attn_drop_rate=0.,
-        drop_path_rate=0.15,
-        use_abs_pos_embed=False,
-        act_cfg=dict(type='GELU'),
-        norm_cfg=dict(type='LN', requires_grad=True),
-        with_cp=False),
+        window_size=7,
+        drop_path_rate=0.15),
     neck=dict(in_channels=[128, 256, 512, 1024]))
 
 # 8 GPUs x 2 images = total batch 16

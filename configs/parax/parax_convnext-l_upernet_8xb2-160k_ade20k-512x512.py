@@ -1,10 +1,14 @@
-_base_ = ['./parax_convnext-b_upernet_8xb2-160k_ade20k-512x512.py']
-# Official Facebook IN-22K file; OpenMMLab-converted layouts load as well.
-checkpoint_file = 'pretrain/convnext_large_22k_224.pth'
+_base_ = ['../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py']
+# ParaX on the frozen ConvNeXt-L (Table 1). Router hidden width 24, not the
+# default 16: the reference's ADE20K ConvNeXt recipes set it, and the
+# reference implementation produced the paper's tables. Trainable: 9,403,200;
+# Table 1 prints the width-16 count (9,156,096). The adapters' Linear/Conv
+# layers start from a truncated normal (std 0.02), as in the reference
+# ConvNeXt.
 model = dict(
     backbone=dict(
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
-        arch='large',  # widths 192, 384, 768, 1536; depths 3, 3, 27, 3
-        drop_path_rate=0.35),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
+        peft=dict(
+            type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
+            router_hidden=24, layer_init='trunc_normal')))
+optim_wrapper = dict(optimizer=dict(lr=3e-4))
+custom_hooks = [dict(type='mmparax.PEFTCheckHook')]

@@ -1,44 +1,8 @@
-_base_ = [
-    '../_base_/models/panoptic-fpn.py',
-    '../_base_/datasets/coco_panoptic.py',
-    '../_base_/schedules/schedule_1x.py', '../_base_/det_runtime.py'
-]
-# Panoptic FPN, COCO 2017 panoptic segmentation, 12 epochs.
-# Official Microsoft IN-22K file; OpenMMLab-converted layouts load as well.
-checkpoint_file = 'pretrain/swin_base_patch4_window7_224_22k.pth'
+_base_ = ['../full/full_swin-b_panoptic-fpn_8xb2-1x_coco-panoptic.py']
+# ParaX on the frozen Swin-B (Table 3): 5,242,992 backbone parameters.
 model = dict(
     backbone=dict(
-        type='mmparax.ParaXSwin',
-        # default adapters (the 1e-5 layer scale without residual scale is
-        # the reference's Swin-B Mask R-CNN recipe only)
-        parax=dict(rank=128, kernel_sizes=(3, 5, 7), router_hidden=16),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
-        pretrain_img_size=224,
-        embed_dims=128,
-        patch_size=4,
-        window_size=7,
-        mlp_ratio=4,
-        depths=[2, 2, 18, 2],
-        num_heads=[4, 8, 16, 32],
-        strides=(4, 2, 2, 2),
-        out_indices=(0, 1, 2, 3),
-        qkv_bias=True,
-        qk_scale=None,
-        patch_norm=True,
-        drop_rate=0.,
-        attn_drop_rate=0.,
-        drop_path_rate=0.3,
-        use_abs_pos_embed=False,
-        act_cfg=dict(type='GELU'),
-        norm_cfg=dict(type='LN', requires_grad=True),
-        with_cp=False),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
-
-# the recipe's optimizer (schedule_1x); frozen parameters are left out
-optim_wrapper = dict(constructor='mmparax.PEFTOptimWrapperConstructor')
-
-# verifies the freeze and logs the trainable parameters
+        peft=dict(
+            type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
+            router_hidden=16)))
 custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
-
-# 8 GPUs x 2 images = total batch 16
-train_dataloader = dict(batch_size=2)

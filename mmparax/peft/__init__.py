@@ -1,7 +1,8 @@
-from .base import PEFTModule
+from .base import PEFTMethod, PEFTModule, build_peft_method
+from .lora import LoRA, LoRAUpdate
 from .parax import ExpertCenter, ParaX, ParaXAdapter, dynamic_depthwise_conv
 
 __all__ = [
-    'PEFTModule', 'ExpertCenter', 'ParaX', 'ParaXAdapter',
-    'dynamic_depthwise_conv'
+    'PEFTMethod', 'PEFTModule', 'build_peft_method', 'ExpertCenter', 'LoRA',
+    'LoRAUpdate', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv'
 ]

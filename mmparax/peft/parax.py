@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import PEFTModule
+from mmparax.registry import PEFT_METHODS
+from .base import PEFTMethod, PEFTModule
 
 
 def _trunc_normal(slot):
@@ -42,13 +43,19 @@ EXPERT_INITS = {
 }
 ROUTER_ACTS = ('softmax', 'sigmoid', 'relu')
 LAYOUTS = ('cascade', 'parallel', 'sequential')
-LAYER_INITS = ('kaiming_uniform', 'trunc_normal')
+LAYER_INITS = ('kaiming_uniform', 'trunc_normal', 'trunc_normal_linear')
 
 
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f'{name}={value!r} is not supported; '
                          f'choose one of {tuple(choices)}')
+
+
+def _check_optional_number(name, value):
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, (int, float))):
+        raise TypeError(f'{name} must be a number or None, got {value!r}')
 
 
 def _check_positive_int(name, value):
@@ -243,8 +250,11 @@ class ParaXAdapter(PEFTModule):
             residual path (with a bias initialised to 0); None disables
             both. Default: 1.0.
         layer_init (str): Init of the adapter's own Linear and Conv layers:
-            ``'kaiming_uniform'`` (PyTorch's, a=sqrt(5), biases 0) or
-            ``'trunc_normal'`` (std 0.02, biases 0). Default: 'kaiming_uniform'.
+            ``'kaiming_uniform'`` (PyTorch's, a=sqrt(5), biases 0),
+            ``'trunc_normal'`` (std 0.02, biases 0; the reference ConvNeXt)
+            or ``'trunc_normal_linear'`` (Linear layers std 0.02 with biases
+            0, convs left at PyTorch's default init; the reference VMamba).
+            Default: 'kaiming_uniform'.
     """
 
     def __init__(self,
@@ -269,6 +279,8 @@ class ParaXAdapter(PEFTModule):
         _check_choice('layout', layout, LAYOUTS)
         _check_choice('router_act', router_act, ROUTER_ACTS)
         _check_choice('layer_init', layer_init, LAYER_INITS)
+        _check_optional_number('layer_scale', layer_scale)
+        _check_optional_number('res_scale', res_scale)
         if top_k is not None:
             _check_positive_int('top_k', top_k)
             if top_k > num_experts:
@@ -317,8 +329,11 @@ class ParaXAdapter(PEFTModule):
     @torch.no_grad()
     def reset_parameters(self):
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                if self.layer_init == 'trunc_normal':
+            if isinstance(m, nn.Conv2d) \
+                    and self.layer_init == 'trunc_normal_linear':
+                m.reset_parameters()
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
+                if self.layer_init.startswith('trunc_normal'):
                     nn.init.trunc_normal_(m.weight, std=0.02)
                 else:
                     nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
@@ -440,18 +455,24 @@ class ParaXAdapter(PEFTModule):
                 f'router_act={self.router_act!r}, top_k={self.top_k}')
 
 
-class ParaX:
-    """ParaX settings of a host backbone, and the factory of its modules.
+@PEFT_METHODS.register_module()
+class ParaX(PEFTMethod):
+    """ParaX: every adapter routes into the expert center of its stage.
 
-    Host backbones build one set of expert centers per stage with
-    :meth:`build_centers` and their adapters with :meth:`build_adapter`;
-    block ``j`` of a stage routes into ``centers[center_index(j)]``.
+    Attached to a host, ParaX registers ``expert_centers`` (``[stage]
+    [group]``, one :class:`ExpertCenter` per stage, or per group of
+    ``blocks_per_center`` consecutive blocks) and puts one
+    :class:`ParaXAdapter` at each of its sites of every block, by default
+    after every residual add (Swin and VMamba: after the token mixer and
+    after the MLP; ConvNeXt: after the block). Every adapter of a group
+    routes into that group's center.
 
     Args:
         rank (int): Bottleneck width. Default: 128.
         kernel_sizes (Sequence[int]): Routed depthwise kernel sizes.
             Default: (3, 5, 7).
-        with_conv (bool): Conv branch on. Default: True.
+        with_conv (bool): Conv branch on (False: the paper's ParaX‡).
+            Default: True.
         scale_attention (bool): Scale attention over the kernels. Default: True.
         layout (str): ``'cascade'``, ``'sequential'`` or ``'parallel'``.
         router_hidden (int): Router hidden width. Default: 16.
@@ -461,15 +482,19 @@ class ParaX:
             (rounded, at least 1). Default: 1.0.
         num_experts (int | Sequence[int], optional): M per center, overriding
             ``expert_ratio`` (one value, or one per stage).
-        blocks_per_center (int | Sequence[int], optional): Split each stage
-            into centers shared by this many consecutive blocks (one value, or
-            one per stage, None = the whole stage). Default: None.
+        blocks_per_center (int | Sequence[int], optional): Consecutive blocks
+            sharing a center (one value, or one per stage; None = the whole
+            stage). Default: None.
         expert_init (str): Expert init. Default: 'trunc_normal'.
-        layer_init (str): Init of the adapters' Linear/Conv layers.
-            Default: 'kaiming_uniform'.
+        layer_init (str): Init of the adapters' Linear/Conv layers, see
+            :class:`ParaXAdapter`. Default: 'kaiming_uniform'.
         layer_scale (float, optional): Adapter output scale init. Default: 1.0.
         res_scale (float, optional): Residual scale init. Default: 1.0.
+        sites (Sequence[str], optional): Block sites; None: after every
+            residual add of the host.
     """
+
+    default_sites = ('residual', )
 
     def __init__(self,
                  rank: int = 128,
@@ -487,34 +512,36 @@ class ParaX:
                  expert_init: str = 'trunc_normal',
                  layer_init: str = 'kaiming_uniform',
                  layer_scale: Optional[float] = 1.0,
-                 res_scale: Optional[float] = 1.0):
-        _check_positive_int('rank', rank)
-        _check_positive_int('router_hidden', router_hidden)
-        _check_choice('layout', layout, LAYOUTS)
-        _check_choice('router_act', router_act, ROUTER_ACTS)
+                 res_scale: Optional[float] = 1.0,
+                 sites: Optional[Sequence[str]] = None):
+        super().__init__(sites)
         _check_choice('expert_init', expert_init, EXPERT_INITS)
-        _check_choice('layer_init', layer_init, LAYER_INITS)
-        if top_k is not None:
-            _check_positive_int('top_k', top_k)
-        if not expert_ratio > 0:
+        if not isinstance(expert_ratio, (int, float)) or not expert_ratio > 0:
             raise ValueError(
                 f'expert_ratio must be positive, got {expert_ratio!r}')
-        self.rank = rank
-        self.kernel_sizes = _check_kernel_sizes(kernel_sizes) \
-            if with_conv else ()
-        self.with_conv = with_conv
-        self.scale_attention = scale_attention
-        self.layout = layout
-        self.router_hidden = router_hidden
-        self.router_act = router_act
-        self.top_k = top_k
+        # checked by ParaXAdapter with the first adapter, and here at once
+        self.adapter_cfg = dict(
+            rank=rank,
+            kernel_sizes=kernel_sizes,
+            with_conv=with_conv,
+            scale_attention=scale_attention,
+            layout=layout,
+            router_hidden=router_hidden,
+            router_act=router_act,
+            top_k=top_k,
+            layer_scale=layer_scale,
+            res_scale=res_scale,
+            layer_init=layer_init)
+        ParaXAdapter(1, num_experts=max(top_k or 1, 1), **self.adapter_cfg)
         self.expert_ratio = expert_ratio
         self.num_experts = num_experts
         self.blocks_per_center = blocks_per_center
         self.expert_init = expert_init
-        self.layer_init = layer_init
-        self.layer_scale = layer_scale
-        self.res_scale = res_scale
+
+    @property
+    def kernel_sizes(self) -> Tuple[int, ...]:
+        cfg = self.adapter_cfg
+        return tuple(cfg['kernel_sizes']) if cfg['with_conv'] else ()
 
     @staticmethod
     def _per_stage(name, value, stage):
@@ -541,6 +568,7 @@ class ParaX:
                       stage: int) -> nn.ModuleList:
         """Expert centers of a stage of ``depth`` blocks and width ``dim``."""
         size = self._group_size(depth, stage)
+        top_k = self.adapter_cfg['top_k']
         centers = nn.ModuleList()
         for start in range(0, depth, size):
             blocks = min(size, depth - start)
@@ -548,37 +576,36 @@ class ParaX:
             if m is None:
                 m = max(1, int(round(self.expert_ratio * blocks)))
             _check_positive_int('num_experts', m)
-            if self.top_k is not None and self.top_k > m:
+            if top_k is not None and top_k > m:
                 raise ValueError(
-                    f'top_k={self.top_k} exceeds the {m} experts of stage '
+                    f'top_k={top_k} exceeds the {m} experts of stage '
                     f'{stage} (a center shared by {blocks} blocks); lower '
                     'top_k or raise expert_ratio / num_experts')
             centers.append(
-                ExpertCenter(dim, self.rank, m, self.kernel_sizes,
-                             self.expert_init))
+                ExpertCenter(dim, self.adapter_cfg['rank'], m,
+                             self.kernel_sizes, self.expert_init))
         return centers
 
     def build_adapter(self, dim: int, center: ExpertCenter) -> ParaXAdapter:
         """An adapter of width ``dim`` routing into ``center``."""
         return ParaXAdapter(
-            dim,
-            rank=self.rank,
-            num_experts=center.num_experts,
-            kernel_sizes=self.kernel_sizes,
-            with_conv=self.with_conv,
-            scale_attention=self.scale_attention,
-            layout=self.layout,
-            router_hidden=self.router_hidden,
-            router_act=self.router_act,
-            top_k=self.top_k,
-            layer_scale=self.layer_scale,
-            res_scale=self.res_scale,
-            layer_init=self.layer_init)
+            dim, num_experts=center.num_experts, **self.adapter_cfg)
 
-    def __repr__(self):
-        keys = ('rank', 'kernel_sizes', 'with_conv', 'scale_attention',
-                'layout', 'router_hidden', 'router_act', 'top_k',
-                'expert_ratio', 'num_experts', 'blocks_per_center',
-                'expert_init', 'layer_init', 'layer_scale', 'res_scale')
-        args = ', '.join(f'{k}={getattr(self, k)!r}' for k in keys)
-        return f'ParaX({args})'
+    def attach(self, host) -> None:
+        sites = self.resolve_sites(host)
+        stages = host.peft_stages()
+        centers = nn.ModuleList(
+            self.build_centers(dim, len(blocks), i)
+            for i, (dim, blocks) in enumerate(stages))
+        host.add_module('expert_centers', centers)
+        for i, (dim, blocks) in enumerate(stages):
+            for j in range(len(blocks)):
+                index = self.center_index(j, len(blocks), i)
+                for site in sites:
+                    adapter = self.build_adapter(dim, centers[i][index])
+                    adapter.center_key = (i, index)  # no second owner
+                    host.add_site_module(i, j, site, adapter)
+
+    def site_forward(self, host, module, x, hw_shape):
+        stage, index = module.center_key
+        return module(x, hw_shape, host.expert_centers[stage][index])

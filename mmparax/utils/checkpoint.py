@@ -3,7 +3,8 @@ from collections import OrderedDict
 from typing import Dict, Optional
 
 import torch
-from mmengine.runner import CheckpointLoader
+
+from .restricted_load import load_weights_file
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
 _MAX_LISTED = 20
@@ -105,12 +106,13 @@ def load_backbone_state_dict(backbone,
                              prefix: Optional[str] = None):
     """Load ``checkpoint`` into a PEFT host backbone, strictly.
 
-    The file may be in any layout the backbone knows how to convert
+    The file is read for its tensors only (:func:`load_weights_file`: no
+    code in it runs). It may be in any layout the backbone knows how to convert
     (``backbone.convert_checkpoint``); tensors are then resized by
     ``backbone.adapt_checkpoint`` and checked by :func:`check_fit`.
     PEFT parameters present in the checkpoint are loaded too.
     """
-    raw = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    raw = load_weights_file(checkpoint, map_location='cpu')
     state_dict = select_prefix(unwrap_state_dict(raw), prefix)
     state_dict = backbone.convert_checkpoint(state_dict)
     state_dict = backbone.adapt_checkpoint(state_dict)

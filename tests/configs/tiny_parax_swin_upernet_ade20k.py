@@ -13,8 +13,8 @@ data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='mmparax.ParaXSwin',
-        parax=dict(rank=8, kernel_sizes=(3, ), router_hidden=4),
+        type='mmparax.Swin',
+        peft=dict(type='ParaX', rank=8, kernel_sizes=(3, ), router_hidden=4),
         init_cfg=dict(type='Pretrained', checkpoint=None),
         embed_dims=16,
         depths=[2, 2, 2, 2],

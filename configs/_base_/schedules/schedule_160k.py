@@ -4,6 +4,8 @@
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
+    # leaves frozen parameters (PEFT) out of the optimizer; no-op otherwise
+    constructor='mmparax.PEFTOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     # longest key wins: 'backbone' beats 'norm' (backbone norms keep decay)

@@ -23,6 +23,8 @@ param_scheduler = [
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
+    # leaves frozen parameters (PEFT) out of the optimizer; no-op otherwise
+    constructor='mmparax.PEFTOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     # no 'backbone' key here: every parameter named *norm* has no decay

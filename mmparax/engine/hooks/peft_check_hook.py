@@ -2,6 +2,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from mmparax.models.backbones.host import PRETRAINED
 from mmparax.registry import HOOKS
 from mmparax.utils import trainable_summary
 
@@ -48,19 +49,22 @@ class PEFTCheckHook(Hook):
         backbone = getattr(model, 'backbone', None)
         if backbone is None or not hasattr(backbone, 'peft_trainable_names'):
             raise RuntimeError(
-                'PEFTCheckHook needs a model whose backbone is a mmparax PEFT '
-                f'backbone (e.g. mmparax.ParaXSwin); got '
-                f'{type(backbone).__name__}. Remove the hook for full '
-                'fine-tuning configs.')
+                'PEFTCheckHook needs a model whose backbone is a mmparax host '
+                "backbone with a method (e.g. mmparax.Swin with peft=dict("
+                f"type='ParaX')); got {type(backbone).__name__}. Remove the "
+                'hook for full fine-tuning configs.')
         expected = set(backbone.peft_trainable_names())
         trainable = {
             n for n, p in backbone.named_parameters() if p.requires_grad
         }
         problems = []
-        if not any(
-                g not in ('pretrained', 'output_norms')
-                for g, names in backbone.peft_components().items() if names):
-            problems.append('the backbone holds no PEFT parameters')
+        method_groups = [
+            g for g, names in backbone.peft_components().items()
+            if names and g not in (PRETRAINED, backbone.new_layers_group)
+        ]
+        if getattr(backbone, 'peft', None) is None or not method_groups:
+            problems.append('the backbone holds no PEFT method parameters '
+                            '(peft=None is full fine-tuning)')
         if trainable - expected:
             problems.append(
                 'backbone parameters that should be frozen require grad: ' +

@@ -4,7 +4,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mmparax.registry import OPTIM_WRAPPER_CONSTRUCTORS
-from mmparax.utils.params import count
+from mmparax.utils.params import count, parameter_report
 
 
 class _DropFrozenWarnings(logging.Filter):
@@ -36,8 +36,13 @@ class PEFTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             group['params'] = [p for p in group['params'] if p.requires_grad]
         groups[:] = [g for g in groups if g['params']]
         frozen = [p for p in module.parameters() if not p.requires_grad]
+        trained = ', '.join(
+            f'{group} {c["trainable"]:,d}'
+            for group, c in parameter_report(module).items()
+            if c['trainable'])
         print_log(
-            f'{type(self).__name__}: {count(frozen):,d} frozen parameters '
-            f'({len(frozen)} tensors) left out of the optimizer',
+            f'{type(self).__name__}: optimizing {trained}; '
+            f'{count(frozen):,d} frozen parameters ({len(frozen)} tensors) '
+            'left out',
             logger='current')
         return optim_wrapper

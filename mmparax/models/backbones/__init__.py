@@ -1,12 +1,10 @@
 from .convnext import ConvNeXt
-from .parax_convnext import ParaXConvNeXt
-from .parax_swin import ParaXSwin
-from .parax_vmamba import ParaXVMamba
-from .peft_backbone import PEFTBackboneMixin
+from .host import PEFTBackboneMixin, PEFTHostMixin
+from .parax_aliases import ParaXConvNeXt, ParaXSwin, ParaXVMamba
 from .swin import Swin
 from .vmamba import VMamba
 
 __all__ = [
-    'ConvNeXt', 'PEFTBackboneMixin', 'ParaXConvNeXt', 'ParaXSwin',
-    'ParaXVMamba', 'Swin', 'VMamba'
+    'ConvNeXt', 'PEFTBackboneMixin', 'PEFTHostMixin', 'ParaXConvNeXt',
+    'ParaXSwin', 'ParaXVMamba', 'Swin', 'VMamba'
 ]

@@ -23,15 +23,13 @@ import importlib.util
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
-import torch
-import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
 
 from mmparax.registry import MODELS
-from .peft_backbone import PEFTBackboneMixin
+from .host import PEFTHostMixin
 
 _FACEBOOK_BLOCK_KEY = re.compile(r'^stages\.\d+\.\d+\.(dwconv|pwconv[12])\.')
 _OUTPUT_NORM_KEY = re.compile(r'^norm(\d+)\.')
@@ -108,52 +106,56 @@ def is_facebook_layout(state_dict: Dict) -> bool:
 
 
 @MODELS.register_module()
-class ConvNeXt(PEFTBackboneMixin, MMPretrainConvNeXt):
-    """mmpretrain's ConvNeXt with strict pretrained loading.
+class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
+    """mmpretrain's ConvNeXt as a PEFT host (mmseg and mmdet).
 
-    Fully trainable (the full fine-tuning baseline) and the base of the PEFT
-    ConvNeXt backbones. Loads official Facebook checkpoints (converted on
-    load) and OpenMMLab-converted ones through
+    Site: ``post_block`` (held in ``adapter``), after the complete block
+    (``input + drop_path(...)``). Layers: ``dwconv``, ``fc1``, ``fc2``. New
+    layers: the output norms ``norm<i>``.
+
+    Loads official Facebook checkpoints (converted on load) and
+    OpenMMLab-converted ones through
     ``init_cfg=dict(type='Pretrained', checkpoint=...)``; anything that does
     not fit raises. The classifier's final norm (Facebook ``norm.*``,
     mmpretrain ``norm3.*`` alone) normalises pooled features: it is dropped,
     and the per-output norms ``norm<i>`` start fresh, as in the reference.
 
-    Activation checkpointing (``with_cp``) is non-reentrant and wraps each
-    block (with its adapter in subclasses).
-
     Args:
+        peft (dict, optional): The PEFT method. Default: None.
         out_indices (Sequence[int]): Stages whose normalised maps are
             returned. Default: (0, 1, 2, 3).
         gap_before_final_norm (bool): Pool before the output norms
             (classification). Default: False.
+        with_cp (bool): Non-reentrant activation checkpointing per block
+            (with its method modules). Default: False.
         **kwargs: Other arguments of ``mmpretrain.models.ConvNeXt`` (``arch``,
-            ``drop_path_rate``, ``layer_scale_init_value``, ``with_cp``,
-            ``init_cfg``, ...).
+            ``drop_path_rate``, ``layer_scale_init_value``, ``init_cfg``, ...).
 
     Returns (forward): tuple of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
+    block_sites = dict(post_block='adapter')
+    layer_aliases = dict(
+        dwconv='stages.*.*.depthwise_conv',
+        fc1='stages.*.*.pointwise_conv1',
+        fc2='stages.*.*.pointwise_conv2')
+    no_frozen_stages = 0
+
     def __init__(self,
+                 peft: Optional[dict] = None,
                  out_indices=(0, 1, 2, 3),
                  gap_before_final_norm: bool = False,
+                 with_cp: bool = False,
                  **kwargs):
         super().__init__(
             out_indices=list(out_indices),
             gap_before_final_norm=gap_before_final_norm,
             **kwargs)
-        # checkpointing moves from the blocks (reentrant) to _run_block
-        for stage in self.stages:
-            for block in stage:
-                block.with_cp = False
-        self.with_cp = kwargs.get('with_cp', False)
+        self.with_cp = with_cp  # here, not in the (reentrant) blocks
+        self.init_peft(peft)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        return self  # the parent returns None
-
-    def new_module_names(self) -> List[str]:
-        return [f'norm{i}' for i in self.out_indices]
+    def peft_stages(self):
+        return list(zip(self.channels, self.stages))
 
     def ignored_checkpoint_keys(self, key: str) -> bool:
         return key.startswith('head.')  # ImageNet classifier
@@ -179,25 +181,17 @@ class ConvNeXt(PEFTBackboneMixin, MMPretrainConvNeXt):
                 if not _OUTPUT_NORM_KEY.match(k))
         return state_dict
 
-    def _block_forward(self, x: torch.Tensor, stage: int,
-                       index: int) -> torch.Tensor:
-        """Block ``index`` of ``stage``; x: [B, C, H, W] -> same."""
-        return self.stages[stage][index](x)
-
-    def _run_block(self, x, stage, index):
-        if self.with_cp and torch.is_grad_enabled():
-            # Non-reentrant: trainable modules inside get gradients even when
-            # nothing entering the frozen block requires grad.
-            return cp.checkpoint(
-                self._block_forward, x, stage, index, use_reentrant=False)
-        return self._block_forward(x, stage, index)
+    # -- forward -----------------------------------------------------------
+    def forward_block(self, block, x):
+        """The mmpretrain block, then its site; x: [B, C, H, W] -> same."""
+        return self.site_map(block, 'post_block', block(x))
 
     def forward(self, x):
         outs = []
         for i, stage in enumerate(self.stages):
             x = self.downsample_layers[i](x)
-            for j in range(len(stage)):
-                x = self._run_block(x, i, j)
+            for block in stage:
+                x = self.run_block(self.forward_block, block, x)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 if self.gap_before_final_norm:

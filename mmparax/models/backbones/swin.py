@@ -1,5 +1,5 @@
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, Optional
 
 import torch.nn.functional as F
 from mmdet.models.backbones.swin import swin_converter
@@ -7,28 +7,50 @@ from mmengine.logging import print_log
 from mmseg.models.backbones import SwinTransformer
 
 from mmparax.registry import MODELS
-from .peft_backbone import PEFTBackboneMixin
+from .host import PEFTHostMixin, mixer_mlp_sites
+
+_BLOCKS = 'stages.*.blocks.*.'
 
 
 @MODELS.register_module()
-class Swin(PEFTBackboneMixin, SwinTransformer):
-    """OpenMMLab Swin Transformer with strict pretrained loading.
+class Swin(PEFTHostMixin, SwinTransformer):
+    """mmseg's Swin Transformer as a PEFT host (mmseg and mmdet).
 
-    Fully trainable (the full fine-tuning baseline) and the base of the PEFT
-    Swin backbones. Loads official Microsoft checkpoints (``layers.*`` keys,
-    converted on load) and OpenMMLab-converted ones (``stages.*``) through
+    Sites: :func:`mixer_mlp_sites` of ``'attn'`` (``post_attn`` after the
+    attention residual, ``post_mlp`` after the MLP residual, ...). Layers:
+    ``qkv``, ``proj``, ``fc1``, ``fc2``. New layers: the output norms
+    ``norm<i>``.
+
+    Loads official Microsoft checkpoints (``layers.*`` keys, converted on
+    load) and OpenMMLab-converted ones (``stages.*``) through
     ``init_cfg=dict(type='Pretrained', checkpoint=...)``, resizing relative
     position tables to the window size; anything that does not fit raises.
 
-    Args: those of ``mmseg.models.backbones.SwinTransformer``.
+    Args:
+        peft (dict, optional): The PEFT method, e.g.
+            ``dict(type='ParaX', rank=128)``. Default: None.
+        with_cp (bool): Non-reentrant activation checkpointing per block
+            (with its method modules). Default: False.
+        **kwargs: Arguments of ``mmseg.models.backbones.SwinTransformer``.
+
+    Returns (forward): list of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        return self  # the parent returns None
+    block_sites = mixer_mlp_sites('attn')
+    layer_aliases = dict(
+        qkv=_BLOCKS + 'attn.w_msa.qkv',
+        proj=_BLOCKS + 'attn.w_msa.proj',
+        fc1=_BLOCKS + 'ffn.layers.0.0',
+        fc2=_BLOCKS + 'ffn.layers.1')
 
-    def new_module_names(self) -> List[str]:
-        return [f'norm{i}' for i in self.out_indices]
+    def __init__(self, peft: Optional[dict] = None, with_cp=False, **kwargs):
+        super().__init__(**kwargs)
+        self.with_cp = with_cp  # here, not in the (reentrant) blocks
+        self.init_peft(peft)
+
+    def peft_stages(self):
+        return [(dim, stage.blocks)
+                for dim, stage in zip(self.num_features, self.stages)]
 
     def convert_checkpoint(self, state_dict: Dict) -> Dict:
         if any(k.startswith('layers.') for k in state_dict):
@@ -68,3 +90,34 @@ class Swin(PEFTBackboneMixin, SwinTransformer):
                 grid = F.interpolate(grid, size=(s2, s2), mode='bicubic')
                 state_dict[key] = grid.reshape(heads2, L2).permute(1, 0)
         return state_dict
+
+    # -- forward -----------------------------------------------------------
+    def forward_block(self, block, x, hw_shape):
+        """One block with the method's sites; x: [B, H*W, C] -> same."""
+        h = self.site(block, 'pre_attn', x, hw_shape)
+        x = x + block.attn(block.norm1(h), hw_shape)  # drop path inside
+        x = self.site(block, 'post_attn', x, hw_shape)
+        h = self.site(block, 'pre_mlp', x, hw_shape)
+        out = block.ffn(block.norm2(h), identity=x)
+        if self.has_site(block, 'mlp_parallel'):
+            out = out + self.site(block, 'mlp_parallel', x, hw_shape)
+        return self.site(block, 'post_mlp', out, hw_shape)
+
+    def forward(self, x):
+        x, hw_shape = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            x = x + self.absolute_pos_embed
+        x = self.drop_after_pos(x)
+
+        outs = []
+        for i, stage in enumerate(self.stages):
+            for block in stage.blocks:
+                x = self.run_block(self.forward_block, block, x, hw_shape)
+            out, out_hw_shape = x, hw_shape
+            if stage.downsample:
+                x, hw_shape = stage.downsample(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)
+                out = out.view(-1, *out_hw_shape, self.num_features[i])
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return outs

@@ -23,19 +23,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 
 from mmparax.ops import selective_scan
 from mmparax.registry import MODELS
-from mmparax.utils.checkpoint import (check_fit, select_prefix,
-                                      unwrap_state_dict)
-from mmparax.utils.restricted_load import load_weights_file
-from .peft_backbone import PEFTBackboneMixin
+from .host import PEFTHostMixin, mixer_mlp_sites
 
 NUM_DIRECTIONS = 4
+_BLOCKS = 'layers.*.blocks.*.'
 # 1x1 projections some releases store as 4-D conv weights [out, in, 1, 1]
 _POINTWISE = ('op.in_proj.weight', 'op.out_proj.weight', 'mlp.fc1.weight',
               'mlp.fc2.weight')
@@ -89,6 +85,8 @@ class Linear2d(nn.Linear):
     Runs as a matrix product over channels-last pixels; the output is stored
     channels-last.
     """
+
+    channels_first = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x.permute(0, 2, 3, 1), self.weight,
@@ -245,11 +243,15 @@ class VMambaStage(nn.Module):
 
 
 @MODELS.register_module()
-class VMamba(PEFTBackboneMixin, BaseModule):
-    """VMamba v2 backbone for dense prediction.
+class VMamba(PEFTHostMixin, BaseModule):
+    """VMamba v2 backbone for dense prediction, a PEFT host.
 
-    Fully trainable (the full fine-tuning baseline) and the base of
-    :class:`ParaXVMamba`. Loads the official ImageNet checkpoints strictly
+    Sites: :func:`mixer_mlp_sites` of ``'ssm'`` (``post_ssm`` after the
+    SS2D residual, ``post_mlp`` after the MLP residual, ...). Layers:
+    ``in_proj``, ``out_proj``, ``dwconv``, ``fc1``, ``fc2``. New layers: the
+    output norms ``outnorm<i>``. Parameter names are the official ones.
+
+    Loads the official ImageNet checkpoints strictly
     through ``init_cfg=dict(type='Pretrained', checkpoint=...)``: weights
     under ``'model'``, other entries (optimizer state, a yacs config object)
     are skipped without importing their classes; 4-D 1x1 projection weights
@@ -257,6 +259,7 @@ class VMamba(PEFTBackboneMixin, BaseModule):
     fit raises.
 
     Args:
+        peft (dict, optional): The PEFT method. Default: None.
         arch (str | dict): ``'tiny'`` (s1l8: dims 96, depths (2, 2, 8, 2),
             ssm_ratio 1), ``'small'`` (s2l15: dims 96, depths (2, 2, 15, 2),
             ssm_ratio 2) or ``'base'`` (s2l15: dims 128, depths
@@ -286,6 +289,14 @@ class VMamba(PEFTBackboneMixin, BaseModule):
     Returns (forward): tuple of [B, dims[i], H / 2^(i+2), W / 2^(i+2)].
     """
 
+    block_sites = mixer_mlp_sites('ssm')
+    layer_aliases = dict(
+        in_proj=_BLOCKS + 'op.in_proj',
+        out_proj=_BLOCKS + 'op.out_proj',
+        dwconv=_BLOCKS + 'op.conv2d',
+        fc1=_BLOCKS + 'mlp.fc1',
+        fc2=_BLOCKS + 'mlp.fc2')
+
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'],
                         dict(dims=96, depths=(2, 2, 8, 2), ssm_ratio=1.0)),
@@ -296,6 +307,7 @@ class VMamba(PEFTBackboneMixin, BaseModule):
     }
 
     def __init__(self,
+                 peft: Optional[dict] = None,
                  arch: Union[str, dict] = 'base',
                  dims: Union[int, Sequence[int], None] = None,
                  depths: Optional[Sequence[int]] = None,
@@ -359,6 +371,11 @@ class VMamba(PEFTBackboneMixin, BaseModule):
         self.apply(self._init_linear_and_norm)
         for module in self._frozen_modules():
             module.requires_grad_(False)
+        self.init_peft(peft)
+
+    def peft_stages(self):
+        return [(dim, stage.blocks)
+                for dim, stage in zip(self.dims, self.layers)]
 
     @classmethod
     def _arch(cls, arch, **overrides) -> dict:
@@ -414,42 +431,25 @@ class VMamba(PEFTBackboneMixin, BaseModule):
             out[key] = value
         return out
 
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
-        """Load pretrained weights strictly; see :class:`VMamba`."""
-        raw = load_weights_file(checkpoint, map_location='cpu')
-        state_dict = select_prefix(unwrap_state_dict(raw), prefix)
-        state_dict = self.adapt_checkpoint(self.convert_checkpoint(state_dict))
-        check_fit(self, state_dict)
-        own = self.state_dict()
-        self.load_state_dict(
-            OrderedDict((k, v) for k, v in state_dict.items() if k in own),
-            strict=False)
-        print_log(
-            f'{type(self).__name__}: loaded pretrained weights from '
-            f'{checkpoint}',
-            logger='current')
-
     # -- forward -----------------------------------------------------------
-    def block_forward(self, stage: int, block: int,
-                      x: torch.Tensor) -> torch.Tensor:
-        """Block ``block`` of stage ``stage``; x [B, C, H, W]."""
-        return self.layers[stage].blocks[block](x)
-
-    def _run_block(self, stage, block, x):
-        if self.with_cp and torch.is_grad_enabled():
-            # Non-reentrant: trainable modules inside get gradients even
-            # when nothing entering the block requires grad.
-            return cp.checkpoint(
-                self.block_forward, stage, block, x, use_reentrant=False)
-        return self.block_forward(stage, block, x)
+    def forward_block(self, block: VSSBlock, x: torch.Tensor) -> torch.Tensor:
+        """One block with the method's sites; x: [B, C, H, W] -> same."""
+        h = self.site_map(block, 'pre_ssm', x)
+        x = x + block.drop_path(block.op(block.norm(h)))
+        x = self.site_map(block, 'post_ssm', x)
+        h = self.site_map(block, 'pre_mlp', x)
+        out = x + block.drop_path(block.mlp(block.norm2(h)))
+        if self.has_site(block, 'mlp_parallel'):
+            out = out + self.site_map(block, 'mlp_parallel', x)
+        return self.site_map(block, 'post_mlp', out)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """x: [B, 3, H, W] -> tuple of [B, dims[i], H_i, W_i]."""
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.layers):
-            for j in range(len(stage.blocks)):
-                x = self._run_block(i, j, x)
+            for block in stage.blocks:
+                x = self.run_block(self.forward_block, block, x)
             if i in self.out_indices:
                 outs.append(getattr(self, f'outnorm{i}')(x).contiguous())
             x = stage.downsample(x)
