@@ -13,17 +13,14 @@
 """
 import glob
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mmparax.testing import (make_ade20k, swin_to_microsoft,
+from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
                              tiny_swin_state_dict, write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -153,20 +150,8 @@ def test_wrong_predictions_score_the_numpy_value(val_set):
 
 # -- 2. a short learning run --------------------------------------------------
 ITERS = 40
+ONE_THREAD = dict(OMP_NUM_THREADS='1')
 NUM_CLASSES = 8  # the demo config's class subset
-
-
-def run_tool(script, *args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
-    return subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', script), *map(str, args)],
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
 
 
 def check_ok(proc):
@@ -204,14 +189,14 @@ def test_short_run_beats_majority_class(tmp_path):
     ]
     work_dir = tmp_path / 'work_dir'
     check_ok(run_tool('train.py', DEMO_CFG, '--work-dir', work_dir,
-                      *options, cwd=tmp_path))
+                      *options, cwd=tmp_path, env=ONE_THREAD))
     ckpt = work_dir / f'iter_{ITERS}.pth'
     assert ckpt.exists()
 
     test_dir, out = tmp_path / 'test', tmp_path / 'preds'
     check_ok(run_tool('test.py', DEMO_CFG, ckpt, '--work-dir', test_dir,
                       '--out', out, '--trust-checkpoint', ckpt, *options,
-                      cwd=tmp_path))
+                      cwd=tmp_path, env=ONE_THREAD))
     (metrics_file, ) = glob.glob(str(test_dir / '*' / '*.json'))
     with open(metrics_file) as f:
         reported = json.load(f)['mIoU']

@@ -13,24 +13,19 @@ shrink the model and the images; the fp16 recipe runs in fp32 through
 import glob
 import json
 import math
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from mmparax.apis.trusted_loading import TRUST_ENV
 from mmparax.testing import (convnext_to_facebook, make_coco_instance,
-                             make_coco_panoptic, swin_to_microsoft,
+                             make_coco_panoptic, run_tool, swin_to_microsoft,
                              tiny_convnext_state_dict, tiny_swin_state_dict,
                              write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'tests', 'configs')
-TIMEOUT = 600
 OUTPUT_NORM = re.compile(r'^norm\d+\.')
 
 TASKS = {
@@ -94,18 +89,6 @@ def assets(tmp_path_factory):
                                   ('seg_prefix', 'panoptic_val2017/'))
             ]),
     }
-
-
-def run_tool(script, *args, cwd):
-    env = dict(os.environ)
-    env.pop(TRUST_ENV, None)
-    return subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', script), *map(str, args)],
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT)
 
 
 def check_ok(proc):

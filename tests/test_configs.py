@@ -90,8 +90,9 @@ _models = {}
 def _build(name):
     """Model of a config, built on the CPU without pretrained weights."""
     if name not in _models:
-        import mmparax  # noqa: F401
         from mmengine.registry import MODELS, init_default_scope
+
+        import mmparax  # noqa: F401
         cfg = Config.fromfile(CONFIGS / name)
         init_default_scope(cfg.default_scope)
         assert cfg.model.backbone.init_cfg.type == 'Pretrained'
@@ -102,8 +103,9 @@ def _build(name):
 
 def _build_backbone(name):
     """Backbone of a config only, built like :func:`_build`."""
-    import mmparax  # noqa: F401
     from mmengine.registry import MODELS, init_default_scope
+
+    import mmparax  # noqa: F401
     cfg = Config.fromfile(CONFIGS / name)
     init_default_scope(cfg.default_scope)
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'

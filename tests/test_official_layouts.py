@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mmparax.models import ConvNeXt, Swin, VMamba
+from mmparax.testing import tiny_swin_kwargs
 
 # -- Microsoft Swin --------------------------------------------------------
 # swin_*_patch4_window7_224.pth with embed_dims 16, depths (2, 2, 2, 2),
@@ -157,19 +158,7 @@ head.weight                                          1000 128
 head.bias                                            1000
 """
 
-SWIN_KWARGS = dict(
-    pretrain_img_size=224,
-    embed_dims=16,
-    patch_size=4,
-    window_size=7,
-    mlp_ratio=4,
-    depths=(2, 2, 2, 2),
-    num_heads=(1, 2, 4, 8),
-    strides=(4, 2, 2, 2),
-    out_indices=(0, 1, 2, 3),
-    qkv_bias=True,
-    patch_norm=True,
-    drop_path_rate=0.0)
+SWIN_KWARGS = tiny_swin_kwargs(depths=(2, 2, 2, 2), drop_path_rate=0.0)
 
 # -- Facebook ConvNeXt -----------------------------------------------------
 # convnext_*_22k_224.pth with channels (16, 32, 64, 128), depths

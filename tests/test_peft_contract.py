@@ -15,7 +15,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmparax.models import ConvNeXt, Swin, VMamba
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
-from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
+from mmparax.testing import switch_off, tiny_convnext_kwargs, tiny_swin_kwargs
 
 HOSTS = {
     'Swin': (Swin, tiny_swin_kwargs(depths=(2, 2, 3, 2)), (2, 3, 75, 90)),
@@ -35,18 +35,6 @@ def build(host, peft=None, seed=0, **overrides):
     cls, kwargs, _ = HOSTS[host]
     torch.manual_seed(seed)
     return cls(peft=peft, **dict(kwargs, **overrides))
-
-
-def switch_off(model):
-    """The methods' modules output 0 and pass the stream through."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(('layer_scale', 'layer_bias', 'res_bias')):
-                p.zero_()
-            elif name.endswith('res_scale'):
-                p.fill_(1.0)
-            elif name.endswith('.B') and 'lora' in name:
-                p.zero_()
 
 
 def perturb(model):

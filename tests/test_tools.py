@@ -8,8 +8,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from mmparax.apis.trusted_loading import (TRUST_ENV, UntrustedCheckpointError,
                                           load_from_local,
                                           register_trusted_loader,
                                           trust_checkpoints)
-from mmparax.testing import (make_ade20k, make_coco_instance,
+from mmparax.testing import (make_ade20k, make_coco_instance, run_tool,
                              swin_to_microsoft, tiny_swin_state_dict,
                              write_checkpoint)
 
@@ -36,21 +34,6 @@ MMDET_CFG = osp.join(
     osp.dirname(__import__('mmdet').__file__), '.mim', 'configs', 'mask_rcnn',
     'mask-rcnn_r50_fpn_1x_coco.py')
 SEED = 0
-TIMEOUT = 300
-
-
-def run_tool(script, *args, cwd, env=None):
-    """Run ``tools/<script>`` with this interpreter; return the process."""
-    full_env = dict(os.environ)
-    full_env.pop(TRUST_ENV, None)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable,
-                           osp.join(REPO, 'tools', script), *map(str, args)],
-                          cwd=str(cwd),
-                          env=full_env,
-                          capture_output=True,
-                          text=True,
-                          timeout=TIMEOUT)
 
 
 def data_options(data_root, pretrained):

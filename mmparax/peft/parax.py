@@ -81,6 +81,27 @@ def _check_kernel_sizes(kernel_sizes):
     return tuple(kernel_sizes)
 
 
+def _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
+                            router_hidden, router_act, top_k, layer_scale,
+                            res_scale, layer_init, scale_attention=True):
+    """Raise naming the first :class:`ParaXAdapter` setting that is wrong."""
+    for name, flag in (('with_conv', with_conv),
+                       ('scale_attention', scale_attention)):
+        if not isinstance(flag, bool):
+            raise TypeError(f'{name} must be True or False, got {flag!r}')
+    _check_positive_int('rank', rank)
+    _check_positive_int('router_hidden', router_hidden)
+    _check_choice('layout', layout, LAYOUTS)
+    _check_choice('router_act', router_act, ROUTER_ACTS)
+    _check_choice('layer_init', layer_init, LAYER_INITS)
+    _check_optional_number('layer_scale', layer_scale)
+    _check_optional_number('res_scale', res_scale)
+    if top_k is not None:
+        _check_positive_int('top_k', top_k)
+    if with_conv:
+        _check_kernel_sizes(kernel_sizes)
+
+
 class ExpertCenter(PEFTModule):
     """Experts shared by the adapters of one stage (or group of blocks).
 
@@ -273,16 +294,11 @@ class ParaXAdapter(PEFTModule):
                  layer_init: str = 'kaiming_uniform'):
         super().__init__()
         _check_positive_int('dim', dim)
-        _check_positive_int('rank', rank)
         _check_positive_int('num_experts', num_experts)
-        _check_positive_int('router_hidden', router_hidden)
-        _check_choice('layout', layout, LAYOUTS)
-        _check_choice('router_act', router_act, ROUTER_ACTS)
-        _check_choice('layer_init', layer_init, LAYER_INITS)
-        _check_optional_number('layer_scale', layer_scale)
-        _check_optional_number('res_scale', res_scale)
+        _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
+                                router_hidden, router_act, top_k,
+                                layer_scale, res_scale, layer_init)
         if top_k is not None:
-            _check_positive_int('top_k', top_k)
             if top_k > num_experts:
                 raise ValueError(
                     f'top_k={top_k} is larger than the {num_experts} experts '
@@ -519,7 +535,6 @@ class ParaX(PEFTMethod):
         if not isinstance(expert_ratio, (int, float)) or not expert_ratio > 0:
             raise ValueError(
                 f'expert_ratio must be positive, got {expert_ratio!r}')
-        # checked by ParaXAdapter with the first adapter, and here at once
         self.adapter_cfg = dict(
             rank=rank,
             kernel_sizes=kernel_sizes,
@@ -532,7 +547,7 @@ class ParaX(PEFTMethod):
             layer_scale=layer_scale,
             res_scale=res_scale,
             layer_init=layer_init)
-        ParaXAdapter(1, num_experts=max(top_k or 1, 1), **self.adapter_cfg)
+        _check_adapter_settings(**self.adapter_cfg)
         self.expert_ratio = expert_ratio
         self.num_experts = num_experts
         self.blocks_per_center = blocks_per_center

@@ -19,3 +19,7 @@ __all__ += [
     'make_coco_instance', 'make_coco_panoptic', 'convnext_to_facebook',
     'tiny_convnext_kwargs', 'tiny_convnext_state_dict'
 ]
+from .peft import switch_off  # noqa: E402
+from .tools import run_tool  # noqa: E402
+
+__all__ += ['switch_off', 'run_tool']

@@ -1,0 +1,29 @@
+"""Running the repository's ``tools/`` scripts from tests and demos."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+from mmparax.apis.trusted_loading import TRUST_ENV
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def run_tool(script: str, *args, cwd, env: dict = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` with this interpreter and return the process.
+
+    The run starts from the caller's environment without the user's trusted
+    checkpoints (``MMPARAX_TRUSTED_CHECKPOINTS``), plus ``env``; output is
+    captured as text.
+    """
+    full_env = dict(os.environ)
+    full_env.pop(TRUST_ENV, None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', script), *map(str, args)],
+        cwd=str(cwd),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout)
