@@ -327,12 +327,15 @@ def test_missing_file(clean_trust, tmp_path):
         load_from_local(str(tmp_path / 'nope.pth'), None)
 
 
-def test_tools_trust_work_dir_and_flag(clean_trust, tmp_path):
+def test_tools_trust_flag_and_record_what_the_run_writes(clean_trust,
+                                                         tmp_path):
     cfg = runtime.load_config(TINY_CFG)
     assert cfg.work_dir == osp.join('./work_dirs', TINY_NAME)
     runtime.setup_checkpoint_trust(cfg, [str(tmp_path / 'a.pth')])
+    # the work dir is not trusted as a whole: the run records its own files
     assert trusted_loading.trust_reason(
-        osp.join(cfg.work_dir, 'iter_8.pth')) == osp.realpath(cfg.work_dir)
+        osp.join(cfg.work_dir, 'iter_8.pth')) is None
+    assert dict(type='mmparax.CheckpointManifestHook') in cfg.custom_hooks
     assert trusted_loading.trust_reason(str(tmp_path / 'a.pth'))
     assert trusted_loading.trust_reason(str(tmp_path / 'b.pth')) is None
     assert trusted_loading.trust_reason('./work_dirs/other/x.pth') is None

@@ -31,6 +31,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
+    if args.partial_load:
+        cfg.partial_load = True
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show_dir:

@@ -33,6 +33,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
+    if args.partial_load:
+        cfg.partial_load = True
     if args.amp:
         enable_amp(cfg)
     apply_resume(cfg, args.resume)

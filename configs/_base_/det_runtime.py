@@ -9,7 +9,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
+    visualization=dict(type='DetVisualizationHook'),
+    # RNG states in checkpoints (restored at the start of the next epoch)
+    rng_state=dict(type='mmparax.RNGStateHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,

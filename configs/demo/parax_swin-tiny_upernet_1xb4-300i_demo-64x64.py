@@ -103,7 +103,13 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=100)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=100, max_keep_ckpts=1))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
+    checkpoint=dict(interval=100, max_keep_ckpts=1),
+    # also in the schedule's default_hooks; named here because the demo's
+    # drop path makes resuming (--resume) exact only with it
+    rng_state=dict(type='mmparax.RNGStateHook'))
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),
+    dict(type='mmparax.PEFTCheckpointHook')
+]
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -7,4 +7,7 @@ model = dict(
         peft=dict(
             type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
             router_hidden=16, layer_init='trunc_normal')))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
+    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
+]

@@ -6,4 +6,7 @@ model = dict(
             type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
             router_hidden=16)))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
+    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
+]

@@ -14,4 +14,7 @@ model = dict(
             router_hidden=16, layer_init='trunc_normal_linear'),
         drop_path_rate=0.3))
 optim_wrapper = dict(optimizer=dict(lr=6e-5))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
+    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
+]

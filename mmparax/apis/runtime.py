@@ -27,6 +27,7 @@ from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
+from .runner import PARTIAL_FLAG, PEFTRunner
 from .trusted_loading import (TRUST_ENV, register_trusted_loader,
                               trust_checkpoints)
 
@@ -59,14 +60,20 @@ def load_config(config: str,
 
 
 def setup_checkpoint_trust(cfg: Config, trusted: Iterable[str] = ()) -> None:
-    """Install the trusted local loader; trust ``work_dir`` and ``trusted``.
+    """Install the trusted loaders; trust ``trusted`` and what the run writes.
 
-    Files of the run's own ``work_dir`` (written by its Runner) and the
-    paths named by the user load fully; anything else must load with
-    ``weights_only=True``.
+    Every loader of mmengine's ``CheckpointLoader`` (local files, URLs and
+    the other ``scheme://`` paths) is replaced by one that loads with
+    ``weights_only=True`` first. Full unpickling is left to the paths named
+    by the user (``trusted``: ``--trust-checkpoint``) and to checkpoints a
+    run recorded as its own: the ``CheckpointManifestHook`` added to
+    ``cfg.custom_hooks`` here records each file the Runner saves. The
+    ``work_dir`` itself is not trusted: other files in it are not.
     """
+    from .trusted_loading import install_manifest_hook
     register_trusted_loader()
-    trust_checkpoints(cfg.work_dir, *trusted)
+    trust_checkpoints(*trusted)
+    install_manifest_hook(cfg)
 
 
 def on_cpu() -> bool:
@@ -298,10 +305,11 @@ def set_out(cfg: Config, out: str) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """mmengine's Runner, or the ``runner_type`` of the config's scope."""
+    """:class:`PEFTRunner` (strict checkpoint loading), or the config's
+    ``runner_type``."""
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return PEFTRunner.from_cfg(cfg)
 
 
 def setup_run(cfg: Config,
@@ -328,10 +336,8 @@ def finish_run() -> None:
         torch.distributed.destroy_process_group()
 
 
-def add_run_arguments(parser) -> None:
-    """The options ``tools/train.py`` and ``tools/test.py`` share:
-    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher`` and
-    ``--local-rank``."""
+def add_trust_argument(parser) -> None:
+    """``--trust-checkpoint PATH`` (repeatable)."""
     parser.add_argument(
         '--trust-checkpoint',
         action='append',
@@ -339,9 +345,24 @@ def add_run_arguments(parser) -> None:
         metavar='PATH',
         help='a checkpoint file, or a folder, whose files may be fully '
         'unpickled (torch.load(weights_only=False), which can run code: only '
-        'for files you trust). Files in the work dir are trusted; other '
-        'files must load with weights_only=True unless named here or in '
-        f'${TRUST_ENV} (paths joined by {os.pathsep!r}). Repeatable')
+        'for files you trust). Checkpoints this machine\'s runs wrote are '
+        'trusted (recorded in the .mmparax_checkpoints.json of their '
+        'folder); other files must load with weights_only=True unless named '
+        f'here or in ${TRUST_ENV} (paths joined by {os.pathsep!r}). '
+        'Repeatable')
+
+
+def add_run_arguments(parser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share:
+    ``--trust-checkpoint``, ``--partial-load``, ``--cfg-options``,
+    ``--launcher`` and ``--local-rank``."""
+    add_trust_argument(parser)
+    parser.add_argument(
+        PARTIAL_FLAG,
+        action='store_true',
+        help='load checkpoints (load_from, --resume, the test checkpoint) '
+        'even where they do not fit the model, listing what does not; by '
+        'default a mismatch stops the run before it starts')
     parser.add_argument(
         '--cfg-options',
         nargs='+',

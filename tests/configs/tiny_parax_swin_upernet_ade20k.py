@@ -69,6 +69,9 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),
+    dict(type='mmparax.PEFTCheckpointHook')
+]
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

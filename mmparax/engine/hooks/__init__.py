@@ -1,3 +1,5 @@
 from .peft_check_hook import PEFTCheckHook
+from .peft_checkpoint_hook import PEFTCheckpointHook
+from .rng_state_hook import RNGStateHook
 
-__all__ = ['PEFTCheckHook']
+__all__ = ['PEFTCheckHook', 'PEFTCheckpointHook', 'RNGStateHook']

@@ -222,6 +222,20 @@ class PEFTHostMixin:
             groups[last] = groups.pop(last, [])
         return groups
 
+    def pretrained_state_keys(self) -> List[str]:
+        """State-dict keys of the pretrained backbone: its parameters and
+        the buffers of modules that are neither the method's nor new."""
+        own = tuple(
+            prefix + '.' for prefix, m in self.named_modules()
+            if prefix and isinstance(m, PEFTModule)) + tuple(
+                prefix + '.' for prefix in self.new_module_names())
+        params = dict(self.named_parameters())
+        return [
+            key for key in self.state_dict()
+            if (key in self._pretrained_names) or (
+                key not in params and not key.startswith(own))
+        ]
+
     def peft_trainable_names(self) -> List[str]:
         """Parameters a checkpoint of the pretrained backbone lacks: the
         method's and the new layers'."""

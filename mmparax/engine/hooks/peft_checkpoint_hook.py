@@ -1,0 +1,75 @@
+import os
+import os.path as osp
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from mmparax.apis.peft_checkpoint import save_peft_checkpoint
+from mmparax.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PEFTCheckpointHook(Hook):
+    """Write a PEFT (adapter-only) checkpoint beside every full one.
+
+    Each time mmengine's ``CheckpointHook`` saves ``iter_N.pth`` (or
+    ``epoch_N.pth``, ``best_*.pth``), this hook writes ``iter_N_peft.pth``
+    next to it: the method's modules, the backbone's new layers and the
+    heads, without the frozen pretrained backbone, plus the fingerprint of
+    that backbone (see :mod:`mmparax.apis.peft_checkpoint`).
+    ``tools/test.py`` evaluates either file, the small one over the config's
+    pretrained checkpoint. A ``<name>_peft.pth`` whose ``<name>.pth`` is gone
+    (``max_keep_ckpts``) is removed with it.
+
+    Args:
+        suffix (str): Added to the full checkpoint's name. Default: '_peft'.
+    """
+
+    priority = 'LOWEST'  # after CheckpointHook (VERY_LOW)
+
+    def __init__(self, suffix: str = '_peft'):
+        self.suffix = suffix
+        self._written = None
+
+    def before_train(self, runner) -> None:
+        # a resumed run knows the checkpoint it came from: not ours to write
+        self._written = runner.message_hub.get_info('last_ckpt')
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        self._write(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        self._write(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._write(runner)  # best checkpoints are saved after validation
+
+    def _write(self, runner) -> None:
+        last = runner.message_hub.get_info('last_ckpt')
+        if not last or last == self._written:
+            return
+        self._written = last
+        if not is_main_process():
+            return
+        stem, ext = osp.splitext(last)
+        path = f'{stem}{self.suffix}{ext}'
+        written = save_peft_checkpoint(
+            runner.model, path,
+            meta=dict(
+                epoch=runner.epoch,
+                iter=runner.iter,
+                full_checkpoint=osp.basename(last)))
+        self._remove_orphans(osp.dirname(path))
+        print_log(
+            f'PEFT checkpoint {path}: '
+            f'{written["meta"]["mmparax_peft"]["num_elements"]:,d} '
+            'parameters and buffers', logger='current')
+
+    def _remove_orphans(self, folder: str) -> None:
+        tail = f'{self.suffix}.pth'
+        for name in os.listdir(folder):
+            if name.endswith(tail) and not osp.exists(
+                    osp.join(folder, name[:-len(tail)] + '.pth')):
+                os.remove(osp.join(folder, name))

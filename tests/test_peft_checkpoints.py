@@ -1,0 +1,223 @@
+"""Checkpoints that fit: strict loading in training and evaluation, PEFT
+(adapter-only) checkpoints written during training and exported from full
+ones, evaluated to the same metrics."""
+import glob
+import json
+import os
+import os.path as osp
+import re
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+
+from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
+                                          peft_checkpoint)
+from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
+                             tiny_convnext_state_dict, tiny_swin_state_dict,
+                             write_checkpoint)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_CFG = osp.join(REPO, 'tests', 'configs',
+                    'tiny_parax_swin_upernet_ade20k.py')
+B_CFG = osp.join(REPO, 'configs', 'parax',
+                 'parax_swin-b_upernet_8xb2-160k_ade20k-512x512.py')
+
+
+def options(data_root, pretrained, *extra):
+    return [
+        '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}',
+        f'model.backbone.init_cfg.checkpoint={pretrained}',
+        'train_cfg.max_iters=2', *extra
+    ]
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, (
+        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n'
+        f'--- stderr\n{proc.stderr[-5000:]}')
+
+
+def metrics_of(work_dir):
+    """The metrics of a test run (not its timings)."""
+    (path, ) = glob.glob(str(work_dir / '*' / '*.json'))
+    with open(path) as f:
+        metrics = json.load(f)
+    assert {'mIoU', 'aAcc', 'mAcc'} <= set(metrics)
+    return {k: v for k, v in metrics.items() if 'time' not in k}
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """Two iterations of the tiny ParaX Swin UperNet (a checkpoint at 2)."""
+    root = tmp_path_factory.mktemp('peft_ckpt')
+    data_root = make_ade20k(
+        str(root / 'ade'), num_train=4, num_val=3, img_size=(64, 64),
+        num_classes=150, seed=0)
+    pretrained = write_checkpoint(
+        str(root / 'swin_ms.pth'),
+        swin_to_microsoft(tiny_swin_state_dict(seed=0)),
+        wrapper='model')
+    work_dir = root / 'work'
+    check_ok(
+        run_tool('train.py', TINY_CFG, '--work-dir', work_dir,
+                 *options(data_root, pretrained), cwd=root))
+    return dict(root=root, data_root=data_root, pretrained=pretrained,
+                work_dir=work_dir)
+
+
+def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return run_tool(
+        'test.py', TINY_CFG, checkpoint, '--work-dir', tmp_path / 'test',
+        '--trust-checkpoint', checkpoint,
+        *options(run['data_root'], pretrained or run['pretrained'], *extra),
+        cwd=tmp_path)
+
+
+def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
+        run, tmp_path):
+    full = run['work_dir'] / 'iter_2.pth'
+    small = run['work_dir'] / 'iter_2_peft.pth'
+    assert full.exists() and small.exists()
+    checkpoint = torch.load(small, map_location='cpu', weights_only=True)
+    info = checkpoint['meta'][PEFT_META]
+    assert info['backbone'] == 'Swin' and info['method'].startswith('ParaX(')
+    assert not any(
+        k.startswith('backbone.') and '.adapter' not in k
+        and 'expert_centers' not in k and not re.match(r'backbone\.norm\d',
+                                                       k)
+        for k in checkpoint['state_dict'])
+    assert os.path.getsize(small) < os.path.getsize(full) / 2
+
+    proc_full = evaluate(run, full, tmp_path / 'full')
+    proc_small = evaluate(run, small, tmp_path / 'small')
+    check_ok(proc_full)
+    check_ok(proc_small)
+    assert 'Load PEFT checkpoint' in proc_small.stdout + proc_small.stderr
+    assert metrics_of(tmp_path / 'small' / 'test') == \
+        metrics_of(tmp_path / 'full' / 'test')
+
+
+def test_export_equals_the_file_written_in_training(run, tmp_path):
+    out = tmp_path / 'exported.pth'
+    proc = run_tool(
+        osp.join('model_converters', 'export_peft.py'), TINY_CFG,
+        run['work_dir'] / 'iter_2.pth', out, '--trust-checkpoint',
+        run['work_dir'], cwd=tmp_path)
+    check_ok(proc)
+    assert 'MiB' in proc.stdout
+    exported = torch.load(out, map_location='cpu', weights_only=True)
+    written = torch.load(
+        run['work_dir'] / 'iter_2_peft.pth', map_location='cpu',
+        weights_only=True)
+    assert exported['state_dict'].keys() == written['state_dict'].keys()
+    for key, value in written['state_dict'].items():
+        assert torch.equal(exported['state_dict'][key], value), key
+    assert exported['meta'][PEFT_META]['pretrained_fingerprint'] == \
+        written['meta'][PEFT_META]['pretrained_fingerprint']
+
+
+def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
+    other = write_checkpoint(
+        str(tmp_path / 'convnext.pth'),
+        {'backbone.' + k: v for k, v in tiny_convnext_state_dict().items()},
+        wrapper='state_dict')
+    proc = evaluate(run, other, tmp_path)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert 'CheckpointMismatchError' in err and 'does not fit' in err
+    assert 'keys of the model are missing from the checkpoint' in err
+    assert 'checkpoint keys match nothing the model loads' in err
+    assert 'backbone.downsample_layers.0.0.weight' in err  # ConvNeXt's
+    assert '--partial-load' in err
+    assert 'Iter(test)' not in proc.stdout + err  # before the first image
+    # asked for explicitly, what fits is loaded and the rest listed
+    flagged = run_tool(
+        'test.py', TINY_CFG, other, '--work-dir', tmp_path / 'flagged',
+        '--partial-load',
+        *options(run['data_root'], run['pretrained']), cwd=tmp_path)
+    check_ok(flagged)
+    assert 'partial_load=True' in flagged.stdout + flagged.stderr
+
+
+def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
+    rank4 = ['model.backbone.peft.rank=4']
+    proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *rank4)
+    assert proc.returncode != 0
+    assert 'shapes differ' in proc.stderr
+    assert 'adapter1.proj.weight: checkpoint (8, 8) vs model (4, 4)' \
+        in proc.stderr
+    small = evaluate(run, run['work_dir'] / 'iter_2_peft.pth',
+                     tmp_path / 's', *rank4)
+    assert small.returncode != 0 and 'shapes differ' in small.stderr
+    resumed = run_tool(
+        'train.py', TINY_CFG, '--work-dir', tmp_path / 'resume', '--resume',
+        run['work_dir'] / 'iter_2.pth', '--trust-checkpoint',
+        run['work_dir'],
+        *options(run['data_root'], run['pretrained'], *rank4,
+                 'train_cfg.max_iters=4'), cwd=tmp_path)
+    assert resumed.returncode != 0
+    assert 'does not fit' in resumed.stderr
+    assert 'optimizer' not in resumed.stderr.split('does not fit')[0][-300:]
+
+
+def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
+    other = write_checkpoint(
+        str(tmp_path / 'other_swin.pth'),
+        swin_to_microsoft(tiny_swin_state_dict(seed=1)),
+        wrapper='model')
+    proc = evaluate(run, run['work_dir'] / 'iter_2_peft.pth', tmp_path,
+                    pretrained=other)
+    assert proc.returncode != 0
+    assert 'fingerprint' in proc.stderr and str(other) in proc.stderr
+    full = evaluate(run, run['work_dir'] / 'iter_2_peft.pth', tmp_path / 'f')
+    check_ok(full)
+
+
+def test_resume_in_an_empty_work_dir_says_so(run, tmp_path):
+    proc = run_tool(
+        'train.py', TINY_CFG, '--work-dir', tmp_path / 'empty', '--resume',
+        *options(run['data_root'], run['pretrained'],
+                 'train_cfg.max_iters=1'), cwd=tmp_path)
+    check_ok(proc)
+    assert 'holds no checkpoint to resume from' in proc.stdout + proc.stderr
+
+
+def test_problems_and_sizes_of_swin_b():
+    """Swin-B ParaX UperNet: the PEFT checkpoint is a fraction of the
+    full one, and each kind is checked against the right key set."""
+    import mmparax  # noqa: F401
+    cfg = Config.fromfile(B_CFG)
+    init_default_scope('mmseg')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    full = model.state_dict()
+    small = peft_checkpoint(model)['state_dict']
+
+    def size(sd):
+        return sum(v.numel() * v.element_size() for v in sd.values())
+
+    assert size(small) < size(full) / 2
+    assert checkpoint_problems(model, full, peft=False) == []
+    assert checkpoint_problems(model, small, peft=True) == []
+    (missing, ) = checkpoint_problems(model, small, peft=False)
+    assert 'missing' in missing and 'backbone.patch_embed' in missing
+    (unexpected, ) = checkpoint_problems(model, full, peft=True)
+    assert 'match nothing' in unexpected
+
+
+def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
+    work_dir = tmp_path / 'keep'
+    check_ok(
+        run_tool(
+            'train.py', TINY_CFG, '--work-dir', work_dir,
+            *options(run['data_root'], run['pretrained'],
+                     'default_hooks.checkpoint.interval=1',
+                     'default_hooks.checkpoint.max_keep_ckpts=1'),
+            cwd=tmp_path))
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == \
+        ['iter_2.pth', 'iter_2_peft.pth']

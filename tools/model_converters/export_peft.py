@@ -1,0 +1,66 @@
+"""Export the PEFT (adapter-only) part of a full mmparax checkpoint.
+
+    python tools/model_converters/export_peft.py CONFIG CHECKPOINT [OUT]
+
+The full checkpoint must fit the model of CONFIG exactly. OUT (default:
+CHECKPOINT with ``_peft`` before the extension) holds the method's modules,
+the backbone's new layers and the heads, plus the fingerprint of the frozen
+pretrained backbone; ``tools/test.py CONFIG OUT`` evaluates it over the
+config's pretrained checkpoint.
+"""
+import argparse
+import os
+import os.path as osp
+
+import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner.checkpoint import _load_checkpoint
+
+from mmparax.apis import register_trusted_loader, trust_checkpoints
+from mmparax.apis.peft_checkpoint import (checkpoint_problems,
+                                          save_peft_checkpoint)
+from mmparax.apis.runtime import add_trust_argument
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config the checkpoint was trained '
+                        'with')
+    parser.add_argument('checkpoint', help='full checkpoint')
+    parser.add_argument('out', nargs='?', help='output file')
+    add_trust_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone
+    model = MODELS.build(cfg.model)
+    register_trusted_loader()
+    trust_checkpoints(*args.trust_checkpoint)
+    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    problems = checkpoint_problems(model, state_dict, peft=False)
+    if problems:
+        raise SystemExit(f'{args.checkpoint} does not fit the model of '
+                         f'{args.config}:\n' + '\n'.join(problems))
+    model.load_state_dict(state_dict)
+    out = args.out or '{}_peft{}'.format(*osp.splitext(args.checkpoint))
+    meta = {
+        k: v
+        for k, v in checkpoint.get('meta', {}).items()
+        if k in ('epoch', 'iter', 'seed', 'mmengine_version')
+    }
+    save_peft_checkpoint(
+        model, out, meta=dict(meta,
+                              full_checkpoint=osp.basename(args.checkpoint)))
+    full, small = os.path.getsize(args.checkpoint), os.path.getsize(out)
+    print(f'{out}: {small / 2**20:.1f} MiB ({args.checkpoint}: '
+          f'{full / 2**20:.1f} MiB)')
+
+
+if __name__ == '__main__':
+    main()
