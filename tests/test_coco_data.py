@@ -184,3 +184,96 @@ def test_panoptic_set(tmp_path):
     results = metric.evaluate(len(dataset))
     for key in ('PQ', 'SQ', 'RQ', 'PQ_th', 'PQ_st'):
         assert results[f'coco_panoptic/{key}'] == pytest.approx(100.0), key
+
+
+def test_real_category_tables():
+    """80 thing ids (1..90 minus COCO's ten unused ones) and 53 stuff ids
+    (92..200), named as mmdet's COCO dataset classes."""
+    import ast
+    import glob
+
+    from mmdet.datasets import CocoDataset, CocoPanopticDataset
+
+    from mmparax.testing.coco import (COCO_STUFF_IDS, COCO_THING_IDS,
+                                      coco_categories)
+    things, stuff = coco_categories('things'), coco_categories('stuff')
+    assert len(things) == 80 and len(stuff) == 53
+    assert [n for _, n in things] == list(CocoDataset.METAINFO['classes'])
+    assert [n for _, n in things] == list(
+        CocoPanopticDataset.METAINFO['thing_classes'])
+    assert [n for _, n in stuff] == list(
+        CocoPanopticDataset.METAINFO['stuff_classes'])
+    assert sorted(set(range(1, 91)) - set(COCO_THING_IDS)) == [
+        12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
+    assert list(COCO_STUFF_IDS) == sorted(COCO_STUFF_IDS)
+    assert COCO_STUFF_IDS[0] == 92 and COCO_STUFF_IDS[-1] == 200
+    # the default classes are entries of the real tables
+    assert set(COCO_THINGS) <= set(things)
+    assert set(COCO_STUFF) <= set(stuff)
+    # the panoptic category table shipped with mmdet's dataset converters
+    import mmdet
+    found = glob.glob(
+        osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools',
+                 'dataset_converters',
+                 'prepare_coco_semantic_annos_from_panoptic_annos.py'))
+    if not found:
+        pytest.skip("mmdet's dataset converters are not installed")
+    with open(found[0]) as f:
+        tree = ast.parse(f.read())
+    (table, ) = [
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.List)
+    ]
+    assert [(c['id'], c['name']) for c in table if c['isthing']] == \
+        list(things)
+    assert [(c['id'], c['name']) for c in table if not c['isthing']] == \
+        list(stuff)
+
+
+def test_writers_with_real_categories(tmp_path):
+    from mmparax.testing.coco import coco_categories
+    things, stuff = coco_categories('things'), coco_categories('stuff')
+    root = make_coco_instance(
+        str(tmp_path / 'ins'), num_train=3, num_val=1, img_size=64,
+        categories='coco', seed=1)
+    coco = COCO(osp.join(root, 'annotations', 'instances_train2017.json'))
+    assert [(c['id'], c['name'])
+            for c in coco.loadCats(coco.getCatIds())] == list(things)
+    assert coco.getAnnIds()
+    # mmdet's default COCO classes read the file without a metainfo
+    dataset = DATASETS.build(
+        dict(
+            type='CocoDataset',
+            data_root=root,
+            ann_file='annotations/instances_train2017.json',
+            data_prefix=dict(img='train2017/'),
+            pipeline=[]))
+    assert len(dataset.metainfo['classes']) == 80
+    assert len(dataset) == 3
+    assert coco_metainfo('coco') == dict(
+        classes=tuple(n for _, n in things))
+
+    root = make_coco_panoptic(
+        str(tmp_path / 'pan'), num_train=1, num_val=2, img_size=64,
+        categories='coco', seed=1)
+    with open(osp.join(root, 'annotations', 'panoptic_val2017.json')) as f:
+        panoptic = json.load(f)
+    assert [(c['id'], c['name']) for c in panoptic['categories']
+            if c['isthing']] == list(things)
+    assert [(c['id'], c['name']) for c in panoptic['categories']
+            if not c['isthing']] == list(stuff)
+    meta = coco_metainfo('coco', 'coco')
+    assert len(meta['classes']) == 133
+    dataset = DATASETS.build(
+        dict(
+            type='CocoPanopticDataset',
+            data_root=root,
+            ann_file='annotations/panoptic_val2017.json',
+            data_prefix=dict(
+                img='val2017/', seg='annotations/panoptic_val2017/'),
+            test_mode=True,
+            pipeline=[]))
+    assert dataset.metainfo['classes'] == meta['classes']
+    assert len(dataset) == 2
+    with pytest.raises(ValueError, match="'coco'"):
+        make_coco_instance(str(tmp_path / 'bad'), categories='voc')

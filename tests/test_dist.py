@@ -285,11 +285,17 @@ def test_slurm_scripts_commands(tmp_path):
     bin_dir.mkdir()
     _recorder(bin_dir / 'srun')
     path = f'{bin_dir}{os.pathsep}{os.environ["PATH"]}'
+    # the scripts check that their interpreter exists and imports torch
+    # and mmengine (a recorder passes), so it must exist here
+    env_python = _recorder(tmp_path / 'env_python')
+    venv = tmp_path / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    venv_python = _recorder(venv / 'bin' / 'python')
     _, argv = _run_script(
         'slurm_train.sh', ['gpu', 'job', 'c.py', 'wd', '--amp'],
         tmp_path,
         PATH=path,
-        PYTHON='/opt/env/bin/python',
+        PYTHON=env_python,
         GPUS='16',
         GPUS_PER_NODE='8',
         CPUS_PER_TASK='6',
@@ -298,18 +304,19 @@ def test_slurm_scripts_commands(tmp_path):
         'srun', '-p', 'gpu', '--job-name=job', '--gres=gpu:8',
         '--ntasks=16', '--ntasks-per-node=8', '--cpus-per-task=6',
         '--kill-on-bad-exit=1', '--quotatype=auto', '--time=1:00:00',
-        '/opt/env/bin/python', '-u',
+        env_python, '-u',
         osp.join(TOOLS, 'train.py'), 'c.py', '--work-dir=wd',
         '--launcher=slurm', '--amp'
     ]
     _, argv = _run_script(
         'slurm_test.sh', ['gpu', 'job', 'c.py', 'w.pth'],
         tmp_path,
-        PATH=path)
+        PATH=path,
+        MMPARAX_VENV=str(venv))  # without PYTHON: the venv of install.sh
     assert argv[1:] == [
         '-p', 'gpu', '--job-name=job', '--gres=gpu:8', '--ntasks=8',
         '--ntasks-per-node=8', '--cpus-per-task=5', '--kill-on-bad-exit=1',
-        'python', '-u',
+        venv_python, '-u',
         osp.join(TOOLS, 'test.py'), 'c.py', 'w.pth', '--launcher=slurm'
     ]
 

@@ -2,7 +2,8 @@
 # Distributed training on one or more nodes with torchrun.
 #   tools/dist_train.sh CONFIG GPUS [train.py args]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-# PYTHON selects the interpreter (default: python of the current environment).
+# PYTHON selects the interpreter (default: the project's .venv, else python3
+# from PATH; see tools/_python.sh).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -17,9 +18,12 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tools/_python.sh
+source "$TOOLS_DIR/_python.sh"
+choose_python "$(basename "$0")"
 
 PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-exec "${PYTHON:-python}" -m torch.distributed.run \
+exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -2,7 +2,8 @@
 # Evaluation on a Slurm cluster, one task per GPU.
 #   tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]
 # Environment: GPUS (total, default 8), GPUS_PER_NODE (default 8),
-# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options), PYTHON.
+# CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options), PYTHON (default:
+# the project's .venv, else python3 from PATH; see tools/_python.sh).
 set -euo pipefail
 
 if [ $# -lt 4 ]; then
@@ -19,6 +20,9 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tools/_python.sh
+source "$TOOLS_DIR/_python.sh"
+choose_python "$(basename "$0")"
 
 # SRUN_ARGS is split into words on purpose
 # shellcheck disable=SC2086
@@ -31,5 +35,5 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    "${PYTHON:-python}" -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" \
+    "$PYTHON" -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" \
     --launcher=slurm "$@"

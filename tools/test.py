@@ -5,6 +5,7 @@ import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmparax.apis import (add_run_arguments, build_runner, finish_run,
                           load_config, parse_run_args, set_out,
                           set_show_dir, setup_run)
+from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
@@ -28,6 +29,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    silence_upstream_warnings()
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)

@@ -255,7 +255,10 @@ class ParaXAdapter(PEFTModule):
         with_conv (bool): Conv branch (static depthwise 3x3 convs and the
             routed cascade). ``False`` gives the paper's ParaX‡. Default: True.
         scale_attention (bool): Mix the cascade outputs with the per-token
-            scale attention (SA); otherwise average them. Default: True.
+            scale attention (SA); otherwise average them. With one kernel
+            size there is no SA (the reference still builds and counts an
+            unused Linear(rank, 1): rank + 1 parameters per adapter more
+            than ours). Default: True.
         layout (str): ``'cascade'`` (each conv sees a learned blend of the
             cascade input and the previous output), ``'sequential'`` (each
             conv sees the previous output) or ``'parallel'`` (each conv sees

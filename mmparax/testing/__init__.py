@@ -9,13 +9,16 @@ __all__ = [
     'tiny_swin_state_dict', 'write_checkpoint'
 ]
 
-from .coco import (COCO_STUFF, COCO_THINGS, coco_metainfo,  # noqa: E402
-                   id2rgb, make_coco_instance, make_coco_panoptic)
+from .coco import (COCO_STUFF, COCO_STUFF_IDS,  # noqa: E402
+                   COCO_THING_IDS, COCO_THINGS, coco_categories,
+                   coco_metainfo, id2rgb, make_coco_instance,
+                   make_coco_panoptic)
 from .convnext import (convnext_to_facebook,  # noqa: E402
                        tiny_convnext_kwargs, tiny_convnext_state_dict)
 
 __all__ += [
-    'COCO_STUFF', 'COCO_THINGS', 'coco_metainfo', 'id2rgb',
+    'COCO_STUFF', 'COCO_STUFF_IDS', 'COCO_THING_IDS', 'COCO_THINGS',
+    'coco_categories', 'coco_metainfo', 'id2rgb',
     'make_coco_instance', 'make_coco_panoptic', 'convnext_to_facebook',
     'tiny_convnext_kwargs', 'tiny_convnext_state_dict'
 ]

@@ -15,8 +15,13 @@ Panoptic segmentation (``mmdet.datasets.CocoPanopticDataset`` and
     root/annotations/instances_{train,val}2017.json   the thing segments
 
 Categories keep COCO's ids and names, so mmdet's class-subset mapping
-(``metainfo=dict(classes=...)``) applies.
+(``metainfo=dict(classes=...)``) applies. ``categories='coco'`` writes the
+full tables instead of the three default classes (:func:`coco_categories`):
+the 80 thing classes of ``mmdet.datasets.CocoDataset`` and the 53 stuff
+classes of ``CocoPanopticDataset``, under their official COCO ids, so the
+real COCO configs read the files without a ``metainfo`` override.
 """
+import functools
 import json
 import os
 import os.path as osp
@@ -32,8 +37,66 @@ from .data import class_colour
 COCO_THINGS = ((1, 'person'), (3, 'car'), (18, 'dog'))
 COCO_STUFF = ((149, 'road'), (187, 'sky-other-merged'), (193, 'grass-merged'))
 
+# The official COCO category ids. Things: 1..90 without the ten ids COCO
+# 2017 never uses (80 classes). Stuff: the 53 (partly merged) stuff classes
+# of COCO panoptic 2017, ids 92..200, as listed with ``isthing: 0`` in the
+# panoptic annotation files' ``categories`` (and in the category table of
+# mmdet's ``tools/dataset_converters/
+# prepare_coco_semantic_annos_from_panoptic_annos.py``). Both run in the
+# order of the class names of mmdet's ``CocoDataset.METAINFO['classes']``
+# and ``CocoPanopticDataset.METAINFO['stuff_classes']``.
+COCO_UNUSED_THING_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_THING_IDS = tuple(
+    i for i in range(1, 91) if i not in COCO_UNUSED_THING_IDS)
+COCO_STUFF_IDS = (92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128,
+                  130, 133, 138, 141, 144, 145, 147, 148, 149, 151, 154, 155,
+                  156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181,
+                  184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195,
+                  196, 197, 198, 199, 200)
+
 _SPLITS = (('train2017', 1), ('val2017', 101))  # folder, first image id
 Size = Union[int, Tuple[int, int]]
+
+
+@functools.lru_cache()
+def coco_categories(kind: str = 'things') -> Tuple[Tuple[int, str], ...]:
+    """The real COCO category table: ``((COCO id, name), ...)``.
+
+    Args:
+        kind (str): ``'things'``: the 80 classes of
+            ``mmdet.datasets.CocoDataset.METAINFO['classes']`` with ids
+            :data:`COCO_THING_IDS` (1..90 minus the unused ten).
+            ``'stuff'``: the 53 panoptic stuff classes of
+            ``CocoPanopticDataset.METAINFO['stuff_classes']`` with ids
+            :data:`COCO_STUFF_IDS` (92..200).
+
+    Returns:
+        tuple[tuple[int, str]]: In mmdet's class order (ascending ids).
+    """
+    from mmdet.datasets import CocoDataset, CocoPanopticDataset
+    if kind == 'things':
+        names, ids = CocoDataset.METAINFO['classes'], COCO_THING_IDS
+    elif kind == 'stuff':
+        names = CocoPanopticDataset.METAINFO['stuff_classes']
+        ids = COCO_STUFF_IDS
+    else:
+        raise ValueError(f"kind must be 'things' or 'stuff', got {kind!r}")
+    if len(names) != len(ids):
+        raise RuntimeError(f'mmdet lists {len(names)} COCO {kind} classes, '
+                           f'COCO has {len(ids)} ids')
+    return tuple(zip(ids, names))
+
+
+Categories = Union[str, Sequence[Tuple[int, str]]]
+
+
+def _categories(categories: Categories, kind: str):
+    if isinstance(categories, str):
+        if categories != 'coco':
+            raise ValueError(f"categories must be 'coco' or a sequence of "
+                             f'(COCO id, name), got {categories!r}')
+        return coco_categories(kind)
+    return tuple(categories)
 
 
 def _size(img_size: Size) -> Tuple[int, int]:
@@ -139,7 +202,7 @@ def make_coco_instance(root: str,
                        num_train: int = 4,
                        num_val: int = 2,
                        img_size: Size = (128, 128),
-                       categories: Sequence[Tuple[int, str]] = COCO_THINGS,
+                       categories: Categories = COCO_THINGS,
                        crowd_prob: float = 0.25,
                        seed: int = 0) -> str:
     """Write a small synthetic COCO instance-segmentation set.
@@ -157,8 +220,9 @@ def make_coco_instance(root: str,
         num_train (int): Training images. Default: 4.
         num_val (int): Validation images. Default: 2.
         img_size (int | tuple[int, int]): (H, W), at least 32. Default: 128.
-        categories (Sequence[tuple[int, str]]): (COCO id, name) of the
-            object classes. Default: person, car, dog.
+        categories (Sequence[tuple[int, str]] | str): (COCO id, name) of
+            the object classes, or ``'coco'`` for COCO's 80 thing classes
+            (:func:`coco_categories`). Default: person, car, dog.
         crowd_prob (float): Chance of a crowd region per image. Default: 0.25.
         seed (int): Seed. Default: 0.
 
@@ -166,6 +230,7 @@ def make_coco_instance(root: str,
         str: ``root``.
     """
     size = _size(img_size)
+    categories = _categories(categories, 'things')
     rng = np.random.default_rng(seed)
     cats = [{'id': cid, 'name': name, 'supercategory': 'thing'}
             for cid, name in categories]
@@ -222,11 +287,12 @@ def make_coco_panoptic(root: str,
                        num_train: int = 4,
                        num_val: int = 2,
                        img_size: Size = (128, 128),
-                       things: Sequence[Tuple[int, str]] = COCO_THINGS,
-                       stuff: Sequence[Tuple[int, str]] = COCO_STUFF,
+                       things: Categories = COCO_THINGS,
+                       stuff: Categories = COCO_STUFF,
                        void_prob: float = 0.5,
                        seed: int = 0,
-                       instances: bool = True) -> str:
+                       instances: bool = True,
+                       categories: Optional[str] = None) -> str:
     """Write a small synthetic COCO panoptic set.
 
     Each image is split into two or three horizontal bands of stuff classes;
@@ -243,18 +309,30 @@ def make_coco_panoptic(root: str,
         num_train (int): Training images. Default: 4.
         num_val (int): Validation images. Default: 2.
         img_size (int | tuple[int, int]): (H, W), at least 32. Default: 128.
-        things (Sequence[tuple[int, str]]): (COCO id, name) of thing classes.
-        stuff (Sequence[tuple[int, str]]): (COCO panoptic id, name) of stuff
-            classes, at least two.
+        things (Sequence[tuple[int, str]] | str): (COCO id, name) of thing
+            classes, or ``'coco'`` for COCO's 80.
+        stuff (Sequence[tuple[int, str]] | str): (COCO panoptic id, name)
+            of stuff classes, at least two, or ``'coco'`` for COCO's 53.
         void_prob (float): Chance of a void disc per image. Default: 0.5.
         seed (int): Seed. Default: 0.
         instances (bool): Also write ``instances_*.json``. Default: True.
+        categories (str, optional): ``'coco'`` sets both ``things`` and
+            ``stuff`` to COCO's full tables (80 + 53 classes, the classes of
+            ``CocoPanopticDataset``). Default: None (use ``things`` and
+            ``stuff``).
 
     Returns:
         str: ``root``.
     """
     size = _size(img_size)
     h, w = size
+    if categories is not None:
+        if categories != 'coco':
+            raise ValueError(f"categories must be None or 'coco', got "
+                             f'{categories!r}')
+        things = stuff = 'coco'
+    things = _categories(things, 'things')
+    stuff = _categories(stuff, 'stuff')
     if len(stuff) < 2:
         raise ValueError('give at least two stuff classes')
     rng = np.random.default_rng(seed)
@@ -349,13 +427,17 @@ def make_coco_panoptic(root: str,
     return root
 
 
-def coco_metainfo(categories: Sequence[Tuple[int, str]] = COCO_THINGS,
-                  stuff: Optional[Sequence[Tuple[int, str]]] = None) -> Dict:
+def coco_metainfo(categories: Categories = COCO_THINGS,
+                  stuff: Optional[Categories] = None) -> Dict:
     """``metainfo`` selecting the classes of a synthetic set in mmdet.
 
     Instance sets: ``dict(classes=...)``; panoptic sets (``stuff`` given):
     ``classes`` (things then stuff), ``thing_classes`` and ``stuff_classes``.
+    ``'coco'`` stands for the full tables (:func:`coco_categories`).
     """
+    categories = _categories(categories, 'things')
+    if stuff is not None:
+        stuff = _categories(stuff, 'stuff')
     thing_names = tuple(name for _, name in categories)
     if stuff is None:
         return dict(classes=thing_names)

@@ -10,6 +10,7 @@ Example::
         configs/parax/parax_swin-b_upernet_8xb2-160k_ade20k-512x512.py --paper
 """
 import argparse
+import ast
 import contextlib
 import json
 import os.path as osp
@@ -33,7 +34,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--paper',
         action='store_true',
-        help="show the paper's # P from the metafile.yml beside the config")
+        help="show the paper's # P from the metafile.yml beside the config "
+        '(a config it does not list gets the counts and a note that no '
+        'paper figure is recorded for it)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -107,14 +110,70 @@ def paper_entry(config):
     return None
 
 
+def _base_configs(config):
+    """The files named by ``_base_`` in ``config`` (a Python config)."""
+    if not config.endswith('.py') or not osp.isfile(config):
+        return []
+    try:
+        with open(config, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=config)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    bases = []
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            bases = [value] if isinstance(value, str) else list(value)
+    folder = osp.dirname(osp.abspath(config))
+    return [
+        osp.normpath(osp.join(folder, base)) for base in bases
+        if isinstance(base, str)
+        and osp.isfile(osp.join(folder, base))
+    ]
+
+
+def _inherited_entry(config):
+    """(base config, metafile entry) of the nearest ``_base_`` ancestor of
+    ``config`` that a metafile lists, or (None, None)."""
+    seen = set()
+    queue = _base_configs(config)
+    while queue:
+        base = queue.pop(0)
+        if base in seen:
+            continue
+        seen.add(base)
+        entry = paper_entry(base)
+        if entry is not None:
+            return base, entry
+        queue.extend(_base_configs(base))
+    return None, None
+
+
 def paper_figures(config):
-    """(paper # P in millions, metafile model name) of ``config``."""
+    """(paper # P in millions, metafile model name, reason) of ``config``.
+
+    A config that no metafile.yml beside it lists (a user's own config, or
+    one that inherits a recipe and changes it) has no paper figure: the
+    first two are None and ``reason`` says why.
+    """
     entry = paper_entry(config)
-    if entry is None:
-        raise SystemExit(f'no entry for {osp.basename(config)} in the '
-                         'metafile.yml of its folder')
-    millions = _parse_millions(entry['Metadata']['Trainable Parameters'])
-    return millions, entry['Name']
+    if entry is not None:
+        millions = _parse_millions(entry['Metadata']['Trainable Parameters'])
+        return millions, entry['Name'], None
+    reason = (f'no paper figure is recorded for {osp.basename(config)}: '
+              'no metafile.yml in its folder lists it')
+    base, base_entry = _inherited_entry(config)
+    if base_entry is not None:
+        base_millions = _parse_millions(
+            base_entry['Metadata']['Trainable Parameters'])
+        reason += (f'; it inherits {osp.basename(base)}, whose paper # P '
+                   f'is {base_millions}M with that recipe\'s settings')
+    return None, None, reason
 
 
 def _fmt(n):
@@ -132,10 +191,14 @@ def main(argv=None):
         model = build_model(cfg)
     result = count(model)
     if args.paper:
-        millions, name = paper_figures(args.config)
+        millions, name, reason = paper_figures(args.config)
         result['paper_trainable_backbone_m'] = millions
-        result['difference_m'] = round(
-            result['trainable_backbone'] / 1e6 - millions, 4)
+        if millions is None:
+            result['difference_m'] = None
+            result['paper_reason'] = reason
+        else:
+            result['difference_m'] = round(
+                result['trainable_backbone'] / 1e6 - millions, 4)
 
     if args.json:
         print(json.dumps(result))
@@ -151,7 +214,9 @@ def main(argv=None):
     print(f'total backbone:     {_fmt(result["total_backbone"])}')
     print(f'trainable model:    {_fmt(result["trainable_total"])} '
           f'of {_fmt(result["total"])}')
-    if args.paper:
+    if args.paper and millions is None:
+        print(f'paper # P:          {reason}')
+    elif args.paper:
         print(f'paper # P (M):      {millions} ({name}); ours '
               f'{result["trainable_backbone"] / 1e6:.2f}, difference '
               f'{result["difference_m"]:+.3f}')
