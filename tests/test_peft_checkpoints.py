@@ -219,5 +219,8 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
                      'default_hooks.checkpoint.interval=1',
                      'default_hooks.checkpoint.max_keep_ckpts=1'),
             cwd=tmp_path))
-    assert sorted(p.name for p in work_dir.glob('*.pth')) == \
-        ['iter_2.pth', 'iter_2_peft.pth']
+    # the best checkpoint (validation at iteration 2) gets one too
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == [
+        'best_mIoU_iter_2.pth', 'best_mIoU_iter_2_peft.pth', 'iter_2.pth',
+        'iter_2_peft.pth'
+    ]

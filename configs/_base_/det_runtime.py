@@ -7,7 +7,16 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1),
+    # every epoch; the last two are kept, plus the best by the first metric
+    # of the evaluator ('auto'): coco/bbox_mAP for Mask R-CNN (CocoMetric,
+    # bbox before segm), coco_panoptic/PQ for Panoptic FPN
+    # (best_coco_bbox_mAP_epoch_N.pth, best_coco_panoptic_PQ_epoch_N.pth)
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=2,
+        save_best='auto',
+        rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'),
     # RNG states in checkpoints (restored at the start of the next epoch)

@@ -4,7 +4,14 @@ model = dict(
     backbone=dict(
         peft=dict(
             type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-            router_hidden=16)))
+            router_hidden=16,
+            # fp16 adapter maths on CUDA, as the reference recipes
+            force_fp16=True)))
+# As in the reference training scripts, which never call
+# model.init_weights(): only the backbone initialises (loading its
+# checkpoint), the necks and heads keep their constructor init
+# ('init_cfg', the default, applies OpenMMLab's init_cfg instead).
+head_init = 'constructor'
 custom_hooks = [
     dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
     dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files

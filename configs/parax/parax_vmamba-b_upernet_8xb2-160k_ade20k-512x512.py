@@ -11,9 +11,16 @@ model = dict(
     backbone=dict(
         peft=dict(
             type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-            router_hidden=16, layer_init='trunc_normal_linear'),
+            router_hidden=16, layer_init='trunc_normal_linear',
+            # no reference VMamba recipe sets it (its default)
+            force_fp16=False),
         drop_path_rate=0.3))
 optim_wrapper = dict(optimizer=dict(lr=6e-5))
+# The VMamba-B runs used VMamba's own OpenMMLab 2.x tools, whose
+# Runner calls model.init_weights(): OpenMMLab's init_cfg for the
+# heads ('constructor' keeps their constructor init, as the
+# reference Swin and ConvNeXt scripts did).
+head_init = 'init_cfg'
 custom_hooks = [
     dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
     dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files

@@ -5,9 +5,13 @@ mmengine loads ``load_from`` and ``--resume`` files non-strictly, and
 is evaluated as a partly random one, with warnings only. :class:`PEFTRunner`
 checks every checkpoint against the model before anything runs, and loads
 PEFT (adapter-only) checkpoints on top of the config's pretrained backbone.
+
+It also lets a config choose how the heads and necks start
+(``head_init``, see :func:`init_model_weights`).
 """
 import re
 
+from mmengine.dist import broadcast
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import (_load_checkpoint,
@@ -18,10 +22,59 @@ from .peft_checkpoint import (PEFT_META, checkpoint_problems,
                               is_peft_checkpoint, pretrained_fingerprint)
 
 PARTIAL_FLAG = '--partial-load'
+HEAD_INIT_MODES = ('init_cfg', 'constructor')
 
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint does not fit the model it is loaded into."""
+
+
+def check_head_init(head_init) -> str:
+    """Return ``head_init`` if it is a known mode, else raise naming it."""
+    if head_init not in HEAD_INIT_MODES:
+        raise ValueError(
+            f'head_init={head_init!r} is not supported: use '
+            "'init_cfg' (OpenMMLab: model.init_weights() applies every "
+            "init_cfg, the default) or 'constructor' (the ParaX reference: "
+            "only the backbone's init_weights() runs, the necks and heads "
+            'keep the values their constructors gave)')
+    return head_init
+
+
+def init_model_weights(model, head_init: str = 'init_cfg', logger=None):
+    """Initialise a model before training, as ``head_init`` says.
+
+    Args:
+        model (nn.Module): The model (unwrapped).
+        head_init (str): ``'init_cfg'``: ``model.init_weights()``, mmengine's
+            behaviour (FPN Xavier, RPN / RoI heads normal 0.01 / 0.001,
+            ``conv_seg`` normal 0.01, ...). ``'constructor'``: only
+            ``model.backbone.init_weights()`` runs (it loads the pretrained
+            checkpoint); every other module keeps the values its constructor
+            gave (PyTorch's defaults, Kaiming inside mmcv's ``ConvModule``),
+            as in the ParaX reference training scripts, which never call
+            ``model.init_weights()``.
+        logger (logging.Logger, optional): Gets one line in the
+            ``'constructor'`` mode.
+    """
+    check_head_init(head_init)
+    if head_init == 'init_cfg':
+        if hasattr(model, 'init_weights'):
+            model.init_weights()
+        return
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None or not hasattr(backbone, 'init_weights'):
+        raise ValueError(
+            "head_init='constructor' initialises only the backbone, but "
+            f'{type(model).__name__} has no backbone with init_weights(); '
+            "use head_init='init_cfg'")
+    backbone.init_weights()
+    if logger is not None:
+        logger.info(
+            "head_init='constructor': only the backbone's init_weights() "
+            'ran; the necks and heads keep their constructor '
+            "initialisation (the ParaX reference's); head_init='init_cfg' "
+            "applies OpenMMLab's init_cfg instead")
 
 
 class PEFTRunner(Runner):
@@ -37,7 +90,33 @@ class PEFTRunner(Runner):
     backbone's pretrained weights, loaded first if they are not yet (as in
     ``Runner.test``), and only if their fingerprint is the one it was trained
     on.
+
+    ``head_init`` (a top-level config key) chooses how training initialises
+    the model: ``'init_cfg'`` (the default) calls ``model.init_weights()``
+    as mmengine does; ``'constructor'`` initialises only the backbone, as
+    the ParaX reference did (:func:`init_model_weights`). Other values
+    raise a ``ValueError`` when the runner is built.
     """
+
+    def __init__(self, *args, **kwargs):
+        cfg = kwargs.get('cfg')
+        if cfg is not None:  # fail before the model is built
+            check_head_init(cfg.get('head_init', 'init_cfg'))
+        super().__init__(*args, **kwargs)
+
+    def _init_model_weights(self) -> None:
+        """Initialise the model as the config's ``head_init`` says (absent:
+        ``'init_cfg'``, mmengine's ``model.init_weights()``)."""
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        init_model_weights(model, self.head_init, self.logger)
+        # every rank starts from the same weights
+        for param in model.state_dict().values():
+            broadcast(param)
+
+    @property
+    def head_init(self) -> str:
+        return check_head_init(self.cfg.get('head_init', 'init_cfg'))
 
     def load_or_resume(self) -> None:
         if not self._has_loaded and self._resume and self._load_from is None \

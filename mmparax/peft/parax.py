@@ -14,11 +14,13 @@ and applies ``x + LS * (W_2 GELU(... cascade of K_k ... W_1 x))`` to the
 residual stream (see :meth:`ParaXAdapter.forward` for the exact order).
 """
 import math
+import weakref
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 
 from mmparax.registry import PEFT_METHODS
 from .base import PEFTMethod, PEFTModule
@@ -83,10 +85,12 @@ def _check_kernel_sizes(kernel_sizes):
 
 def _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
                             router_hidden, router_act, top_k, layer_scale,
-                            res_scale, layer_init, scale_attention=True):
+                            res_scale, layer_init, scale_attention=True,
+                            force_fp16=False):
     """Raise naming the first :class:`ParaXAdapter` setting that is wrong."""
     for name, flag in (('with_conv', with_conv),
-                       ('scale_attention', scale_attention)):
+                       ('scale_attention', scale_attention),
+                       ('force_fp16', force_fp16)):
         if not isinstance(flag, bool):
             raise TypeError(f'{name} must be True or False, got {flag!r}')
     _check_positive_int('rank', rank)
@@ -279,6 +283,17 @@ class ParaXAdapter(PEFTModule):
             or ``'trunc_normal_linear'`` (Linear layers std 0.02 with biases
             0, convs left at PyTorch's default init; the reference VMamba).
             Default: 'kaiming_uniform'.
+        force_fp16 (bool): On CUDA, run the adapter in float16 whatever the
+            surrounding precision, as the reference's ``force_fp16``: the
+            input (and so the residual shortcut), the features after the
+            first depthwise conv, the experts, the cascade scales, the scale
+            attention and ``proj`` biases and the output / residual scales
+            and biases are cast to float16 under a float16 autocast, so the
+            residual maths (scales, biases, the final add) runs in float16;
+            the result is cast back to the input's dtype. Parameters stay
+            float32 (names and counts unchanged). On other devices it does
+            nothing. Default: False (the residual maths stays in the
+            input's dtype, float32 under autocast).
     """
 
     def __init__(self,
@@ -294,13 +309,15 @@ class ParaXAdapter(PEFTModule):
                  top_k: Optional[int] = None,
                  layer_scale: Optional[float] = 1.0,
                  res_scale: Optional[float] = 1.0,
-                 layer_init: str = 'kaiming_uniform'):
+                 layer_init: str = 'kaiming_uniform',
+                 force_fp16: bool = False):
         super().__init__()
         _check_positive_int('dim', dim)
         _check_positive_int('num_experts', num_experts)
         _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
                                 router_hidden, router_act, top_k,
-                                layer_scale, res_scale, layer_init)
+                                layer_scale, res_scale, layer_init,
+                                scale_attention, force_fp16)
         if top_k is not None:
             if top_k > num_experts:
                 raise ValueError(
@@ -317,6 +334,7 @@ class ParaXAdapter(PEFTModule):
         self.router_act = router_act
         self.top_k = top_k
         self.layer_init = layer_init
+        self.force_fp16 = force_fp16
         self.num_groups = 2 + len(self.kernel_sizes)
         num_kernels = len(self.kernel_sizes)
 
@@ -392,12 +410,14 @@ class ParaXAdapter(PEFTModule):
             else logits.relu()
         return gates if keep is None else gates * keep
 
-    def _spatial_mix(self, x0, kernels, hw_shape):
+    def _spatial_mix(self, x0, kernels, hw_shape, cast=None):
         """Routed depthwise cascade and scale attention.
 
         Args:
             x0 (Tensor): [B, rank, H*W] cascade input, channels first.
             kernels (list[Tensor]): [B, rank, 1, k, k] per kernel size.
+            cast (callable, optional): Applied to the cascade scales and the
+                scale attention bias (float16 under ``force_fp16``).
 
         Returns:
             Tensor: [B, rank, H*W].
@@ -411,7 +431,8 @@ class ParaXAdapter(PEFTModule):
             elif self.layout == 'sequential':
                 inp = prev
             else:
-                a = self.cascade_scale
+                a = self.cascade_scale if cast is None \
+                    else cast(self.cascade_scale)
                 inp = torch.addcmul(a[2 * i - 2] * grid, prev, a[2 * i - 1])
             prev = dynamic_depthwise_conv(inp, kernel)
             outs.append(prev.view(B, R, L))
@@ -420,7 +441,8 @@ class ParaXAdapter(PEFTModule):
         if self.scale_attn is None:
             return sum(outs) / len(outs)
         sa = self.scale_attn
-        weights = torch.matmul(sa.weight, sum(outs)) + sa.bias[:, None]
+        bias = sa.bias if cast is None else cast(sa.bias)
+        weights = torch.matmul(sa.weight, sum(outs)) + bias[:, None]
         weights = weights.softmax(dim=1)  # [B, num_kernels, L]
         return sum(o * weights[:, i:i + 1] for i, o in enumerate(outs))
 
@@ -436,25 +458,47 @@ class ParaXAdapter(PEFTModule):
         Returns:
             Tensor: [B, L, C].
         """
+        if self.force_fp16 and x.device.type == 'cuda':
+            dtype = x.dtype
+            with torch.autocast('cuda', dtype=torch.float16):
+                out = self._forward(x.half(), hw_shape, center, fp16=True)
+            return out.to(dtype)
+        return self._forward(x, hw_shape, center)
+
+    def _forward(self, x, hw_shape, center, fp16=False):
+        """The adapter; ``fp16``: the float16 path of ``force_fp16`` (called
+        under a float16 autocast with a float16 ``x``)."""
         B, L, C = x.shape
         shortcut = x
-        # LN(x) * gamma + x, with gamma folded into the affine LN parameters
-        gamma = self.norm_gamma
-        x = F.layer_norm(x, (C, ), self.norm.weight * gamma,
-                         self.norm.bias * gamma, self.norm.eps) + x
+        half = (lambda t: t.half()) if fp16 else None
+        if fp16:  # LN(x) * gamma + x, gamma in float16 as the reference's
+            x = F.layer_norm(x, (C, ), self.norm.weight, self.norm.bias,
+                             self.norm.eps) * half(self.norm_gamma) + x
+        else:  # the same, gamma folded into the affine LN parameters
+            gamma = self.norm_gamma
+            x = F.layer_norm(x, (C, ), self.norm.weight * gamma,
+                             self.norm.bias * gamma, self.norm.eps) + x
         # The bottleneck runs channels first ([B, C, L]): the projections are
         # batched matmuls and the convs need no layout copies.
         x = x.transpose(1, 2)
         if self.with_conv:
             grid = x.reshape(B, C, *hw_shape)
             x = (grid + self.dwconv1(grid)).flatten(2)
+        if fp16:  # the routed part starts from float16 features
+            x = x.half()
 
         down, up, kernels = center.mix(self.route(x.mean(dim=2)))
         x = torch.bmm(down, x)  # [B, rank, L]
         # Without a conv branch the reference adds the projection to itself.
-        mixed = self._spatial_mix(x, kernels, hw_shape) if kernels else x
+        mixed = self._spatial_mix(x, kernels, hw_shape, half) \
+            if kernels else x
         x = mixed + x
-        x = x + torch.matmul(self.proj.weight, x) + self.proj.bias[:, None]
+        if fp16:  # proj in float16 (bias included), as an autocast Linear
+            x = x + (torch.matmul(self.proj.weight, x) +
+                     half(self.proj.bias)[:, None])
+        else:
+            x = x + torch.matmul(self.proj.weight, x) + \
+                self.proj.bias[:, None]
         x = torch.bmm(up, F.gelu(x))  # [B, C, L]
         if self.with_conv:
             grid = x.view(B, C, *hw_shape)
@@ -462,16 +506,27 @@ class ParaXAdapter(PEFTModule):
 
         x = x.transpose(1, 2)  # [B, L, C]
         if self.layer_scale_init is not None:
-            x = torch.addcmul(self.layer_bias, x, self.layer_scale)
+            scale, bias = self.layer_scale, self.layer_bias
+            if fp16:
+                scale, bias = half(scale), half(bias)
+            x = torch.addcmul(bias, x, scale)
         if self.res_scale_init is not None:
-            shortcut = torch.addcmul(self.res_bias, shortcut, self.res_scale)
+            scale, bias = self.res_scale, self.res_bias
+            if fp16:
+                scale, bias = half(scale), half(bias)
+            shortcut = torch.addcmul(bias, shortcut, scale)
         return x + shortcut
 
     def extra_repr(self):
         return (f'dim={self.dim}, rank={self.rank}, '
                 f'num_experts={self.num_experts}, '
                 f'kernel_sizes={self.kernel_sizes}, layout={self.layout!r}, '
-                f'router_act={self.router_act!r}, top_k={self.top_k}')
+                f'router_act={self.router_act!r}, top_k={self.top_k}' +
+                (', force_fp16=True' if self.force_fp16 else ''))
+
+
+# hosts whose force_fp16 no-op has been logged (once per model)
+_FP16_NOTED = weakref.WeakSet()
 
 
 @PEFT_METHODS.register_module()
@@ -511,6 +566,10 @@ class ParaX(PEFTMethod):
         res_scale (float, optional): Residual scale init. Default: 1.0.
         sites (Sequence[str], optional): Block sites; None: after every
             residual add of the host.
+        force_fp16 (bool): Adapter maths in float16 on CUDA, as the
+            reference's ``parax_force_fp16`` (see :class:`ParaXAdapter`);
+            elsewhere a no-op, logged once per model at its first forward.
+            Default: False.
     """
 
     default_sites = ('residual', )
@@ -532,7 +591,8 @@ class ParaX(PEFTMethod):
                  layer_init: str = 'kaiming_uniform',
                  layer_scale: Optional[float] = 1.0,
                  res_scale: Optional[float] = 1.0,
-                 sites: Optional[Sequence[str]] = None):
+                 sites: Optional[Sequence[str]] = None,
+                 force_fp16: bool = False):
         super().__init__(sites)
         _check_choice('expert_init', expert_init, EXPERT_INITS)
         if not isinstance(expert_ratio, (int, float)) or not expert_ratio > 0:
@@ -549,7 +609,8 @@ class ParaX(PEFTMethod):
             top_k=top_k,
             layer_scale=layer_scale,
             res_scale=res_scale,
-            layer_init=layer_init)
+            layer_init=layer_init,
+            force_fp16=force_fp16)
         _check_adapter_settings(**self.adapter_cfg)
         self.expert_ratio = expert_ratio
         self.num_experts = num_experts
@@ -625,5 +686,13 @@ class ParaX(PEFTMethod):
                     host.add_site_module(i, j, site, adapter)
 
     def site_forward(self, host, module, x, hw_shape):
+        if module.force_fp16 and x.device.type != 'cuda' \
+                and host not in _FP16_NOTED:
+            _FP16_NOTED.add(host)
+            print_log(
+                f'ParaX force_fp16=True has no effect on {x.device.type}: '
+                'float16 adapter maths runs only on CUDA; the adapters of '
+                f'{type(host).__name__} compute in {x.dtype}',
+                logger='current')
         stage, index = module.center_key
         return module(x, hw_shape, host.expert_centers[stage][index])

@@ -11,9 +11,16 @@ Example::
 
     python tools/analysis/bench_adapter.py               # Swin-B, 512x512, batch 2
     python tools/analysis/bench_adapter.py --device cuda --dtype float16
+    python tools/analysis/bench_adapter.py --device cuda --dtype float16 \
+        --force-fp16   # the ParaX recipes: float16 adapter maths
+
+``--dtype`` is the autocast of the surrounding model; ``--force-fp16`` runs
+the adapter as the recipes' ``force_fp16=True`` (float16 residual maths on
+CUDA whatever ``--dtype`` says; on the CPU it changes nothing).
 """
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -41,12 +48,18 @@ def parse_args():
         default='float32',
         choices=['float32', 'float16', 'bfloat16'],
         help='autocast dtype (float32: no autocast)')
+    parser.add_argument(
+        '--force-fp16',
+        action='store_true',
+        help='ParaX force_fp16=True (float16 adapter maths on CUDA, as the '
+        'recipes; a no-op on other devices)')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--compare-reference',
         action='store_true',
         help='also time the literal step-by-step transcription on the same '
-        'inputs (interleaved) and report ref_total_s and speedup')
+        'inputs (interleaved) and report ref_total_s and speedup; it '
+        'does not follow --force-fp16')
     return parser.parse_args()
 
 
@@ -75,7 +88,8 @@ def bench_stage(args, stage, dim, depth, grid, device):
     parax = ParaX(
         rank=args.rank,
         router_hidden=args.router_hidden,
-        with_conv=not args.no_conv)
+        with_conv=not args.no_conv,
+        force_fp16=args.force_fp16)
     center = parax.build_centers(dim, depth, stage)[0].to(device)
     adapter = parax.build_adapter(dim, center).to(device)
     x = torch.randn(args.batch, grid * grid, dim, device=device)
@@ -126,6 +140,7 @@ def bench_stage(args, stage, dim, depth, grid, device):
         rank=args.rank,
         device=str(device),
         dtype=args.dtype,
+        force_fp16=args.force_fp16 and device.type == 'cuda',
         fwd_s=round(fwd / args.iters, 4),
         bwd_s=round(bwd / args.iters, 4),
         total_s=round((fwd + bwd) / args.iters, 4),
@@ -146,6 +161,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.force_fp16 and device.type != 'cuda':
+        print(f'bench_adapter: --force-fp16 has no effect on {device.type} '
+              '(float16 adapter maths runs only on CUDA)', file=sys.stderr)
     torch.manual_seed(0)
     for i, depth in enumerate(args.depths):
         grid = args.crop // 2**(i + 2)

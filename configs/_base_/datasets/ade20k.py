@@ -19,7 +19,11 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    # annotations are loaded after the resize: metrics use the original size
+    # then both sides up to the next multiple of 32, bilinear (a 512x683
+    # image is evaluated at 512x704); the predictions are resized back to
+    # the original size
+    dict(type='ResizeToMultiple', size_divisor=32),
+    # annotations are loaded after the resizes: metrics use the original size
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]

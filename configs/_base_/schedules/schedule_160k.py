@@ -17,16 +17,21 @@ optim_wrapper = dict(
             'norm': dict(decay_mult=0.)
         }))
 
-# linear warm-up from 1e-6 x lr over 1500 iters, then poly decay to 0
+# lr(i) = lr * (1 - i / 160000) * w(i), w(i) = 1e-6 + (1 - 1e-6) * i / 1500
+# for i <= 1500 and 1 after (i: iterations done): the poly decay runs over
+# all 160k iterations and the linear warm-up multiplies it (mmengine applies
+# both in turn), as the mmcv 1.x `poly` policy with `warmup='linear'` of the
+# reference. mmengine's LinearLR and PolyLR reach their last value at step
+# `end - 1`, hence 1501 and 160001.
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
     dict(
         type='PolyLR',
         eta_min=0.0,
         power=1.0,
-        begin=1500,
-        end=160000,
+        begin=0,
+        end=160001,
         by_epoch=False),
 ]
 
@@ -38,7 +43,15 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000),
+    # every 8k iterations; the last two are kept, plus the best by mIoU
+    # (best_mIoU_iter_N.pth)
+    checkpoint=dict(
+        type='CheckpointHook',
+        by_epoch=False,
+        interval=8000,
+        max_keep_ckpts=2,
+        save_best='mIoU',
+        rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
     # RNG states in checkpoints: --resume continues bit-identically

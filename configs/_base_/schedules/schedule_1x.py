@@ -5,10 +5,14 @@ train_cfg = dict(
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
-# linear warm-up from 0.001 x lr over 500 iterations, then steps
+# lr(i, e) = lr * 0.1^(number of milestones <= e) * w(i) in epoch e after i
+# iterations, w(i) = 0.001 + (1 - 0.001) * i / 500 for i <= 500 and 1 after:
+# the mmcv 1.x `step` policy with `warmup='linear'`, `warmup_iters=500`,
+# `warmup_ratio=0.001` of the reference. mmengine's LinearLR reaches its
+# last value at step `end - 1`, hence 501.
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=501),
     dict(
         type='MultiStepLR',
         begin=0,

@@ -30,11 +30,22 @@ class PEFTCheckpointHook(Hook):
 
     def __init__(self, suffix: str = '_peft'):
         self.suffix = suffix
-        self._written = None
+        self._written = {}
+
+    @staticmethod
+    def _saved(runner) -> dict:
+        """``{'last_ckpt': path, 'best_ckpt...': path}`` CheckpointHook
+        reports."""
+        info = runner.message_hub.runtime_info
+        return {
+            k: v
+            for k, v in info.items()
+            if (k == 'last_ckpt' or k.startswith('best_ckpt')) and v
+        }
 
     def before_train(self, runner) -> None:
-        # a resumed run knows the checkpoint it came from: not ours to write
-        self._written = runner.message_hub.get_info('last_ckpt')
+        # a resumed run knows the checkpoints it came from: not ours to write
+        self._written = self._saved(runner)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -47,20 +58,22 @@ class PEFTCheckpointHook(Hook):
         self._write(runner)  # best checkpoints are saved after validation
 
     def _write(self, runner) -> None:
-        last = runner.message_hub.get_info('last_ckpt')
-        if not last or last == self._written:
-            return
-        self._written = last
-        if not is_main_process():
-            return
-        stem, ext = osp.splitext(last)
+        for key, full in self._saved(runner).items():
+            if self._written.get(key) == full:
+                continue
+            self._written[key] = full
+            if is_main_process():
+                self._save(runner, full)
+
+    def _save(self, runner, full: str) -> None:
+        stem, ext = osp.splitext(full)
         path = f'{stem}{self.suffix}{ext}'
         written = save_peft_checkpoint(
             runner.model, path,
             meta=dict(
                 epoch=runner.epoch,
                 iter=runner.iter,
-                full_checkpoint=osp.basename(last)))
+                full_checkpoint=osp.basename(full)))
         self._remove_orphans(osp.dirname(path))
         print_log(
             f'PEFT checkpoint {path}: '

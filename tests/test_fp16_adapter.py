@@ -1,0 +1,176 @@
+"""``force_fp16``: float16 adapter maths on CUDA, a logged no-op elsewhere."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmparax.peft.parax as parax_module
+from mmparax.models import Swin
+from mmparax.peft import ParaX
+from mmparax.testing import tiny_swin_kwargs
+
+SETTINGS = [
+    dict(),
+    dict(layer_scale=1e-5, res_scale=None),  # the Swin-B Mask R-CNN recipe
+    dict(with_conv=False),
+    dict(kernel_sizes=(3, )),
+]
+
+
+def adapter_pair(force_fp16, device='cpu', **kwargs):
+    torch.manual_seed(0)
+    parax = ParaX(rank=8, router_hidden=4, force_fp16=force_fp16, **kwargs)
+    center = parax.build_centers(16, 2, 0)[0].to(device)
+    # non-trivial scales and biases, so that every cast shows
+    adapter = parax.build_adapter(16, center).to(device)
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if name.startswith(('layer_', 'res_', 'cascade', 'norm_gamma')):
+                param.add_(0.1 * torch.randn_like(param))
+    return adapter, center
+
+
+def run(adapter, center, x):
+    x = x.clone().requires_grad_()
+    out = adapter(x, (8, 8), center)
+    out.square().mean().backward()
+    grads = [p.grad for p in (*adapter.parameters(), *center.parameters())]
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize('kwargs', SETTINGS)
+def test_cpu_outputs_unchanged(kwargs):
+    x = torch.randn(2, 64, 16)
+    off = run(*adapter_pair(False, **kwargs), x)
+    on = run(*adapter_pair(True, **kwargs), x)
+    assert torch.equal(off[0], on[0])
+    assert torch.equal(off[1], on[1])
+    assert all(torch.equal(a, b) for a, b in zip(off[2], on[2]))
+
+
+def test_names_and_counts_unchanged():
+    shapes = []
+    for flag in (False, True):
+        host = Swin(
+            **tiny_swin_kwargs(),
+            peft=dict(type='ParaX', rank=8, router_hidden=4,
+                      force_fp16=flag))
+        shapes.append({
+            n: (tuple(p.shape), p.requires_grad)
+            for n, p in host.named_parameters()
+        })
+    assert shapes[0] == shapes[1]
+
+
+def test_cpu_no_op_logged_once_per_model(monkeypatch):
+    lines = []
+    monkeypatch.setattr(parax_module, 'print_log',
+                        lambda msg, **kwargs: lines.append(msg))
+    hosts = [
+        Swin(**tiny_swin_kwargs(),
+             peft=dict(type='ParaX', rank=8, router_hidden=4,
+                       force_fp16=flag)) for flag in (True, False, True)
+    ]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for host in hosts:
+            host(x)
+            host(x)
+    assert len(lines) == 2  # one per force_fp16 model, not per call
+    assert lines[0] == ('ParaX force_fp16=True has no effect on cpu: '
+                        'float16 adapter maths runs only on CUDA; the '
+                        'adapters of Swin compute in torch.float32')
+
+
+def test_force_fp16_must_be_a_bool():
+    with pytest.raises(TypeError, match="force_fp16 must be True or False"):
+        ParaX(force_fp16='yes')
+
+
+def fp16_transcription(adapter, center, x, hw_shape):
+    """The reference's ``force_fp16`` adapter, step by step (token layout,
+    default cascade layout and softmax router)."""
+    B, L, C = x.shape
+    H, W = hw_shape
+    dtype = x.dtype
+
+    def half(t):
+        return t.half()
+
+    def grid(t):
+        return t.transpose(1, 2).reshape(B, -1, H, W)
+
+    def tokens(t):
+        return t.flatten(2).transpose(1, 2)
+
+    def mix(gate, bank):  # experts in float16, mixed by the gate
+        return torch.einsum('bm,m...->b...', gate, half(bank).to(gate.dtype))
+
+    with torch.autocast(x.device.type, dtype=torch.float16):
+        x = half(x)
+        s_out = x
+        x = adapter.norm(x) * half(adapter.norm_gamma) + x
+        if adapter.with_conv:
+            x = x + tokens(adapter.dwconv1(grid(x)))
+        x = half(x)
+        logits = adapter.router(x.mean(dim=1))
+        gates = [g.softmax(-1) for g in logits.chunk(adapter.num_groups, -1)]
+        x = torch.einsum('blc,brc->blr', x, mix(gates[0], center.down))
+        s_c = x
+        if adapter.kernel_sizes:
+            x0, outs, prev = grid(x), [], None
+            scales = adapter.cascade_scale
+            for i, k in enumerate(adapter.kernel_sizes):
+                kernel = mix(gates[2 + i], center.kernels[f'{k}x{k}'])
+                inp = x0 if i == 0 else \
+                    x0 * half(scales)[2 * i - 2] + \
+                    prev * half(scales)[2 * i - 1]
+                prev = F.conv2d(
+                    inp.reshape(1, -1, H, W),
+                    kernel.reshape(-1, 1, k, k),
+                    padding=k // 2,
+                    groups=inp.shape[0] * inp.shape[1]).view(B, -1, H, W)
+                outs.append(tokens(prev))
+            if len(outs) == 1:
+                x = outs[0]
+            else:
+                att = adapter.scale_attn(sum(outs)).softmax(-1)
+                x = sum(o * att[..., i:i + 1] for i, o in enumerate(outs))
+        x = x + s_c
+        x = x + adapter.proj(x)
+        x = torch.einsum('blr,bcr->blc', F.gelu(x), mix(gates[1], center.up))
+        if adapter.with_conv:
+            x = x + tokens(adapter.dwconv2(grid(x)))
+        if adapter.layer_scale_init is not None:
+            x = half(adapter.layer_scale) * x + half(adapter.layer_bias)
+        if adapter.res_scale_init is not None:
+            s_out = half(adapter.res_scale) * s_out + half(adapter.res_bias)
+        x = x + s_out
+    return x.to(dtype)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason='needs CUDA (float16 adapter maths runs only on GPUs)')
+@pytest.mark.parametrize('kwargs', SETTINGS)
+def test_cuda_float16_maths(kwargs):
+    adapter, center = adapter_pair(True, device='cuda', **kwargs)
+    x = torch.randn(2, 64, 16, device='cuda')
+    with torch.no_grad():
+        out = adapter(x, (8, 8), center)
+        expected = fp16_transcription(adapter, center, x, (8, 8))
+        adapter.force_fp16 = False
+        fp32 = adapter(x, (8, 8), center)
+        with torch.autocast('cuda', dtype=torch.float16):
+            out_autocast = adapter(x, (8, 8), center)
+        adapter.force_fp16 = True
+        out_half_in = adapter(x.half(), (8, 8), center)
+    assert out.dtype == torch.float32  # cast back to the input's dtype
+    assert out_half_in.dtype == torch.float16
+    torch.testing.assert_close(out, expected, rtol=2e-3, atol=2e-3)
+    # float16 rounding shows against the float32 adapter ...
+    assert not torch.equal(out, fp32)
+    torch.testing.assert_close(out, fp32, rtol=2e-2, atol=2e-2)
+    # ... and the residual maths differs from plain autocast, whose
+    # shortcut, scales and final add stay float32
+    assert out_autocast.dtype == torch.float32
+    assert not torch.equal(out, out_autocast)
