@@ -1,4 +1,7 @@
-_base_ = ['../full/full_convnext-b_upernet_8xb2-160k_ade20k-512x512.py']
+_base_ = [
+    '../full/full_convnext-b_upernet_8xb2-160k_ade20k-512x512.py',
+    '../_base_/parax_runtime.py'
+]
 # ParaX on the frozen ConvNeXt-B (Table 1). Router hidden width 24, not the
 # default 16: the reference's ADE20K ConvNeXt recipes set it, and the
 # reference implementation produced the paper's tables. Trainable: 6,630,912;
@@ -13,12 +16,3 @@ model = dict(
             # fp16 adapter maths on CUDA, as the reference recipes
             force_fp16=True)))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))
-# As in the reference training scripts, which never call
-# model.init_weights(): only the backbone initialises (loading its
-# checkpoint), the necks and heads keep their constructor init
-# ('init_cfg', the default, applies OpenMMLab's init_cfg instead).
-head_init = 'constructor'
-custom_hooks = [
-    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
-]

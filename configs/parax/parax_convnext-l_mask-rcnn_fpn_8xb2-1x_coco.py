@@ -1,4 +1,7 @@
-_base_ = ['../full/full_convnext-l_mask-rcnn_fpn_8xb2-1x_coco.py']
+_base_ = [
+    '../full/full_convnext-l_mask-rcnn_fpn_8xb2-1x_coco.py',
+    '../_base_/parax_runtime.py'
+]
 # ParaX on the frozen ConvNeXt-L (Table 2): 9,156,096 backbone parameters.
 # The adapters' Linear/Conv layers start from a truncated normal (std 0.02),
 # as in the reference ConvNeXt.
@@ -9,12 +12,3 @@ model = dict(
             router_hidden=16, layer_init='trunc_normal',
             # fp16 adapter maths on CUDA, as the reference recipes
             force_fp16=True)))
-# As in the reference training scripts, which never call
-# model.init_weights(): only the backbone initialises (loading its
-# checkpoint), the necks and heads keep their constructor init
-# ('init_cfg', the default, applies OpenMMLab's init_cfg instead).
-head_init = 'constructor'
-custom_hooks = [
-    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
-]

@@ -1,4 +1,7 @@
-_base_ = ['../full/full_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py']
+_base_ = [
+    '../full/full_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py',
+    '../_base_/parax_runtime.py'
+]
 # ParaX on the frozen Swin-B (Table 2): 5,194,864 backbone parameters.
 # The reference Swin-B Mask R-CNN recipe: adapter output scale initialised
 # at 1e-5 and no residual scale / bias.
@@ -10,12 +13,3 @@ model = dict(
             layer_scale=1e-5, res_scale=None,
             # fp16 adapter maths on CUDA, as the reference recipes
             force_fp16=True)))
-# As in the reference training scripts, which never call
-# model.init_weights(): only the backbone initialises (loading its
-# checkpoint), the necks and heads keep their constructor init
-# ('init_cfg', the default, applies OpenMMLab's init_cfg instead).
-head_init = 'constructor'
-custom_hooks = [
-    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
-]

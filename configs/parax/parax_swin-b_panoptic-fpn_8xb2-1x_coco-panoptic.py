@@ -1,4 +1,7 @@
-_base_ = ['../full/full_swin-b_panoptic-fpn_8xb2-1x_coco-panoptic.py']
+_base_ = [
+    '../full/full_swin-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
+    '../_base_/parax_runtime.py'
+]
 # ParaX on the frozen Swin-B (Table 3): 5,242,992 backbone parameters.
 model = dict(
     backbone=dict(
@@ -7,12 +10,3 @@ model = dict(
             router_hidden=16,
             # fp16 adapter maths on CUDA, as the reference recipes
             force_fp16=True)))
-# As in the reference training scripts, which never call
-# model.init_weights(): only the backbone initialises (loading its
-# checkpoint), the necks and heads keep their constructor init
-# ('init_cfg', the default, applies OpenMMLab's init_cfg instead).
-head_init = 'constructor'
-custom_hooks = [
-    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
-]

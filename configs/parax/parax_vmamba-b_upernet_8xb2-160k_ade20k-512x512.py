@@ -1,4 +1,7 @@
-_base_ = ['../full/full_vmamba-b_upernet_8xb2-160k_ade20k-512x512.py']
+_base_ = [
+    '../full/full_vmamba-b_upernet_8xb2-160k_ade20k-512x512.py',
+    '../_base_/parax_runtime.py'
+]
 # ParaX on the frozen VMamba-B (Table 8): 4,567,464 backbone parameters.
 # The paper gives no ParaX-specific setting for VMamba-B. Chosen here: the
 # ParaX defaults and the Swin-B ADE20K recipe (rank 128, kernels 3/5/7,
@@ -16,12 +19,7 @@ model = dict(
             force_fp16=False),
         drop_path_rate=0.3))
 optim_wrapper = dict(optimizer=dict(lr=6e-5))
-# The VMamba-B runs used VMamba's own OpenMMLab 2.x tools, whose
-# Runner calls model.init_weights(): OpenMMLab's init_cfg for the
-# heads ('constructor' keeps their constructor init, as the
-# reference Swin and ConvNeXt scripts did).
+# The reference gives no VMamba-B recipe: the heads keep OpenMMLab's
+# init_cfg here (our choice; 'constructor' is what the reference Swin and
+# ConvNeXt scripts did).
 head_init = 'init_cfg'
-custom_hooks = [
-    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
-]

@@ -1,0 +1,11 @@
+# What the ParaX paper recipes add to their full fine-tuning siblings, besides
+# the method (model.backbone.peft) and its learning rate.
+
+# As in the reference training scripts, which never call model.init_weights():
+# only the backbone initialises (loading its checkpoint), the necks and heads
+# keep their constructor init ('init_cfg' applies OpenMMLab's init_cfg).
+head_init = 'constructor'
+custom_hooks = [
+    dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
+    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
+]
