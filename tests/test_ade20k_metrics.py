@@ -20,8 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (check_ok, make_ade20k, run_tool,
+                             swin_to_microsoft, tiny_swin_state_dict,
+                             write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ADE20K_CFG = osp.join(REPO, 'configs', '_base_', 'datasets', 'ade20k.py')
@@ -152,12 +153,6 @@ def test_wrong_predictions_score_the_numpy_value(val_set):
 ITERS = 40
 ONE_THREAD = dict(OMP_NUM_THREADS='1')
 NUM_CLASSES = 8  # the demo config's class subset
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n'
-        f'--- stderr\n{proc.stderr[-5000:]}')
 
 
 def test_short_run_beats_majority_class(tmp_path):

@@ -19,10 +19,10 @@ import re
 import pytest
 import torch
 
-from mmparax.testing import (convnext_to_facebook, make_coco_instance,
-                             make_coco_panoptic, run_tool, swin_to_microsoft,
-                             tiny_convnext_state_dict, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (check_ok, convnext_to_facebook,
+                             make_coco_instance, make_coco_panoptic, run_tool,
+                             swin_to_microsoft, tiny_convnext_state_dict,
+                             tiny_swin_state_dict, write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'tests', 'configs')
@@ -89,12 +89,6 @@ def assets(tmp_path_factory):
                                   ('seg_prefix', 'panoptic_val2017/'))
             ]),
     }
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n'
-        f'--- stderr\n{proc.stderr[-6000:]}')
 
 
 def load_state(path):

@@ -23,9 +23,9 @@ import os.path as osp
 import pytest
 import torch
 
-from mmparax.testing import (make_coco_instance, make_coco_panoptic,
-                             run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (check_ok, make_coco_instance, make_coco_panoptic,
+                             run_tool, swin_to_microsoft, tiny_swin_state_dict,
+                             write_checkpoint)
 from mmparax.testing.coco import coco_categories
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -114,12 +114,6 @@ def assets(tmp_path_factory):
     return dict(instance=instance, panoptic=panoptic, swin_b=swin_b,
                 options={k: ['--cfg-options', *v]
                          for k, v in options.items()})
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n'
-        f'--- stderr\n{proc.stderr[-6000:]}')
 
 
 def test_data_uses_the_coco_categories(assets):

@@ -14,9 +14,9 @@ from mmengine.registry import MODELS, init_default_scope
 
 from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
                                           peft_checkpoint)
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_convnext_state_dict, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (check_ok, make_ade20k, run_tool,
+                             swin_to_microsoft, tiny_convnext_state_dict,
+                             tiny_swin_state_dict, write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',
@@ -33,12 +33,6 @@ def options(data_root, pretrained, *extra):
         f'model.backbone.init_cfg.checkpoint={pretrained}',
         'train_cfg.max_iters=2', *extra
     ]
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n'
-        f'--- stderr\n{proc.stderr[-5000:]}')
 
 
 def metrics_of(work_dir):

@@ -19,8 +19,8 @@ from mmparax.apis.trusted_loading import (TRUST_ENV, UntrustedCheckpointError,
                                           load_from_local,
                                           register_trusted_loader,
                                           trust_checkpoints)
-from mmparax.testing import (make_ade20k, make_coco_instance, run_tool,
-                             swin_to_microsoft, tiny_swin_state_dict,
+from mmparax.testing import (check_ok, make_ade20k, make_coco_instance,
+                             run_tool, swin_to_microsoft, tiny_swin_state_dict,
                              write_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -44,12 +44,6 @@ def data_options(data_root, pretrained):
         f'test_dataloader.dataset.data_root={data_root}',
         f'model.backbone.init_cfg.checkpoint={pretrained}',
     ]
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
-        f'--- stderr\n{proc.stderr[-6000:]}')
 
 
 def state_dict_of(path):

@@ -27,3 +27,11 @@ def run_tool(script: str, *args, cwd, env: dict = None,
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    """Assert that a :func:`run_tool` process succeeded; show its output
+    tails otherwise."""
+    assert proc.returncode == 0, (
+        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
+        f'--- stderr\n{proc.stderr[-6000:]}')
