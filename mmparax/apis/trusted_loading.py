@@ -38,7 +38,6 @@ trusted folder to a file elsewhere is not trusted.
 import functools
 import hashlib
 import hmac
-import io
 import json
 import os
 import os.path as osp
@@ -47,7 +46,6 @@ import secrets
 import tempfile
 from typing import Callable, Dict, List, Optional
 
-import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -56,8 +54,7 @@ from mmengine.runner import CheckpointLoader
 from ..registry import HOOKS
 from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
                                      _torch_load, check_checkpoint_file,
-                                     damaged, fetch_checkpoint,
-                                     is_damage_error, mmcls_to_backbone,
+                                     fetch_checkpoint, mmcls_to_backbone,
                                      refusal_reason, restricted_load)
 
 TRUST_ENV = 'MMPARAX_TRUSTED_CHECKPOINTS'
@@ -346,17 +343,8 @@ def _load_trusted(source, name: str, map_location,
         f'Loading {name} with torch.load(weights_only=False): it holds more '
         f'than tensors and is trusted ({trusted}).',
         logger='current')
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    try:
-        return torch.load(source, map_location=map_location,
-                          weights_only=False)
-    except Exception as error:
-        if is_damage_error(error):
-            raise damaged(name, source,
-                          f'reading it failed with {type(error).__name__}: '
-                          f'{error}') from error
-        raise
+    return _torch_load(
+        source, name, map_location=map_location, weights_only=False)
 
 
 def load_from_local(filename: str, map_location=None):
