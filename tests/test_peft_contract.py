@@ -24,11 +24,25 @@ HOSTS = {
                dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0),
                     drop_path_rate=0.1), (2, 3, 64, 56)),
 }
+# Every method at small widths (no dropout: the checkpointing test runs two
+# models one after the other), and the hosts it applies to.
 METHODS = {
     'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
     'LoRA': dict(type='LoRA', rank=4, alpha=8),
+    'VPT': dict(type='VPT', num_tokens=3),
+    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8),
+    'RepAdapter': dict(type='RepAdapter', hidden_dim=8, dropout=0.),
+    'LoRand': dict(type='LoRand', hidden_dim=8, num_branches=2,
+                   branch_rank=2),
+    'SNELL': dict(type='SNELL', rank=4),
+    'CoLoRA': dict(type='CoLoRA', rank=4),
+    'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
 }
-PAIRS = [(m, h) for m in METHODS for h in HOSTS]
+ONLY_ON = {'VPT': ('Swin', ), 'CoLoRA': ('ConvNeXt', )}
+PAIRS = [(m, h) for m in METHODS for h in HOSTS
+         if h in ONLY_ON.get(m, HOSTS)]
+# prompt tokens always take part in attention: no value makes VPT a no-op
+SWITCHABLE = [(m, h) for m, h in PAIRS if m != 'VPT']
 
 
 def build(host, peft=None, seed=0, **overrides):
@@ -66,7 +80,7 @@ def upstream(host, plain):
     return model
 
 
-@pytest.mark.parametrize('method, host', PAIRS)
+@pytest.mark.parametrize('method, host', SWITCHABLE)
 def test_switched_off_equals_the_plain_host(method, host):
     plain = build(host).eval()
     adapted = build(host, METHODS[method]).eval()
@@ -364,3 +378,11 @@ def test_branch_and_parallel_sites(host, mixer):
     torch.testing.assert_close(out, expected)
     for got, want in zip(seen, tokens):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize('method, host', [(m, h) for m, hosts in ONLY_ON.items()
+                                          for h in HOSTS if h not in hosts])
+def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
+    with pytest.raises(ValueError) as info:
+        build(host, METHODS[method])
+    assert method in str(info.value) and host in str(info.value)

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_convnext-l_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen ConvNeXt-L (Table 3): 9,156,096 backbone parameters.
 # The adapters' Linear/Conv layers start from a truncated normal (std 0.02),

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen ConvNeXt-L (Table 1). Router hidden width 24, not the
 # default 16: the reference's ADE20K ConvNeXt recipes set it, and the

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-B (Table 2): 5,194,864 backbone parameters.
 # The reference Swin-B Mask R-CNN recipe: adapter output scale initialised

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-B (Table 3): 5,242,992 backbone parameters.
 model = dict(

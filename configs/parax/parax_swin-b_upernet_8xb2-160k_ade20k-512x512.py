@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-b_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-B (Table 1): adapters, expert centers and output
 # norms train; 5,242,992 backbone parameters.

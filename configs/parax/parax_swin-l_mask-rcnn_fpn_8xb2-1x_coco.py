@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-L (Table 2): 7,302,384 backbone parameters.
 model = dict(

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-l_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-L (Table 3): 7,302,384 backbone parameters.
 model = dict(

@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_swin-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen Swin-L (Table 1): 7,302,384 backbone parameters.
 model = dict(

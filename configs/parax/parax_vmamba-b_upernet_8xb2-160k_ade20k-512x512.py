@@ -1,6 +1,6 @@
 _base_ = [
     '../full/full_vmamba-b_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/parax_runtime.py'
+    '../_base_/peft_runtime.py'
 ]
 # ParaX on the frozen VMamba-B (Table 8): 4,567,464 backbone parameters.
 # The paper gives no ParaX-specific setting for VMamba-B. Chosen here: the

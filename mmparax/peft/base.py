@@ -36,6 +36,13 @@ class PEFTModule(nn.Module):
         """Re-initialise the module as at construction."""
         raise NotImplementedError
 
+    def switch_off(self) -> None:
+        """Make the module a no-op in place (the host then computes what
+        the plain host computes), for tests; modules that hold no state of
+        their own to zero (e.g. shared pools) leave this as is."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot be switched off')
+
 
 class PEFTMethod:
     """Base of the registered PEFT methods.
@@ -49,8 +56,10 @@ class PEFTMethod:
             site after a residual add, ``host.residual_sites``).
     """
 
-    #: what ``sites=None`` means; 'residual' expands to host.residual_sites
-    default_sites: Sequence[str] = ()
+    #: what ``sites=None`` means: site names ('residual' expands to
+    #: host.residual_sites), or a tuple of such tuples, one per kind of
+    #: host, of which the first the host offers entirely is taken
+    default_sites: Sequence = ()
 
     def __init__(self, sites: Optional[Sequence[str]] = None):
         if sites is not None and (isinstance(sites, str)
@@ -68,7 +77,14 @@ class PEFTMethod:
     def resolve_sites(self, host) -> List[str]:
         """The block sites of ``host`` this method fills; raises naming the
         method, the host and what it offers when one is missing."""
-        wanted = self.sites if self.sites is not None else self.default_sites
+        wanted = self.sites
+        if wanted is None:
+            wanted = self.default_sites
+            if wanted and not isinstance(wanted[0], str):
+                wanted = next((choice for choice in wanted
+                               if all(s in host.block_sites
+                                      or s == 'residual' for s in choice)),
+                              wanted[0])
         resolved = []
         for site in wanted:
             resolved += list(host.residual_sites) if site == 'residual' \

@@ -61,6 +61,10 @@ class LoRAUpdate(PEFTModule):
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         nn.init.zeros_(self.B)
 
+    @torch.no_grad()
+    def switch_off(self):
+        self.B.zero_()
+
     def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
         """[..., in] -> [..., total]: the update, zero outside its slice."""
         y = F.linear(F.linear(self.dropout(x), self.A), self.B) * self.scale

@@ -156,6 +156,9 @@ class ExpertCenter(PEFTModule):
             for slot in param:
                 init(slot)
 
+    def switch_off(self):
+        pass  # a pool: the adapters that read it are switched off
+
     @staticmethod
     def _mix(gate, bank):
         """gate [B, M], bank [M, ...] -> [B, ...]."""
@@ -362,6 +365,16 @@ class ParaXAdapter(PEFTModule):
             self.res_scale = nn.Parameter(torch.empty(dim))
             self.res_bias = nn.Parameter(torch.empty(dim))
         self.reset_parameters()
+
+    @torch.no_grad()
+    def switch_off(self):
+        """Output 0 and pass the stream through unchanged."""
+        if self.layer_scale_init is not None:
+            self.layer_scale.zero_()
+            self.layer_bias.zero_()
+        if self.res_scale_init is not None:
+            self.res_scale.fill_(1.0)
+            self.res_bias.zero_()
 
     @torch.no_grad()
     def reset_parameters(self):

@@ -109,9 +109,12 @@ def is_facebook_layout(state_dict: Dict) -> bool:
 class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
     """mmpretrain's ConvNeXt as a PEFT host (mmseg and mmdet).
 
-    Site: ``post_block`` (held in ``adapter``), after the complete block
-    (``input + drop_path(...)``). Layers: ``dwconv``, ``fc1``, ``fc2``. New
-    layers: the output norms ``norm<i>``.
+    Sites: ``pre_dwconv``, the input of the block's branch (the shortcut
+    keeps the stream); ``block_parallel``, reads the block's input, its
+    output is added to the block's output; ``post_block`` (held in
+    ``adapter``), after the complete block (``input + drop_path(...)``).
+    Layers: ``dwconv``, ``fc1``, ``fc2``. New layers: the output norms
+    ``norm<i>``.
 
     Loads official Facebook checkpoints (converted on load) and
     OpenMMLab-converted ones through
@@ -134,7 +137,10 @@ class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
     Returns (forward): tuple of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
-    block_sites = dict(post_block='adapter')
+    block_sites = dict(
+        pre_dwconv='pre_dwconv_adapter',
+        block_parallel='parallel_adapter',
+        post_block='adapter')
     layer_aliases = dict(
         dwconv='stages.*.*.depthwise_conv',
         fc1='stages.*.*.pointwise_conv1',
@@ -183,8 +189,27 @@ class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
 
     # -- forward -----------------------------------------------------------
     def forward_block(self, block, x):
-        """The mmpretrain block, then its site; x: [B, C, H, W] -> same."""
-        return self.site_map(block, 'post_block', block(x))
+        """mmpretrain's ``ConvNeXtBlock`` with the method's sites;
+        x: [B, C, H, W] -> same."""
+        h = block.depthwise_conv(self.site_map(block, 'pre_dwconv', x))
+        if block.linear_pw_conv:
+            h = block.norm(h.permute(0, 2, 3, 1), data_format='channel_last')
+            h = block.act(block.pointwise_conv1(h))
+            if block.grn is not None:
+                h = block.grn(h, data_format='channel_last')
+            h = block.pointwise_conv2(h).permute(0, 3, 1, 2)
+        else:
+            h = block.norm(h, data_format='channel_first')
+            h = block.act(block.pointwise_conv1(h))
+            if block.grn is not None:
+                h = block.grn(h, data_format='channel_first')
+            h = block.pointwise_conv2(h)
+        if block.gamma is not None:
+            h = h.mul(block.gamma.view(1, -1, 1, 1))
+        out = x + block.drop_path(h)
+        if self.has_site(block, 'block_parallel'):
+            out = out + self.site_map(block, 'block_parallel', x)
+        return self.site_map(block, 'post_block', out)
 
     def forward(self, x):
         outs = []

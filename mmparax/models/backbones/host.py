@@ -22,13 +22,22 @@ PRETRAINED = 'pretrained'
 
 def mixer_mlp_sites(mixer: str) -> Dict[str, str]:
     """Block sites of a block with a token-mixer residual and an MLP
-    residual (Swin, VMamba): ``pre_<mixer>`` and ``pre_mlp`` on the branch
-    inputs, ``post_<mixer>`` and ``post_mlp`` after the residual adds (held
-    in ``adapter1`` and ``adapter2``), ``mlp_parallel`` beside the MLP."""
+    residual (Swin, VMamba), in the order the block meets them:
+
+    * ``pre_<mixer>`` / ``pre_mlp``: the branch input, before its norm (the
+      residual keeps the stream);
+    * ``<mixer>_in`` / ``mlp_in``: the normalised input of the mixer / MLP;
+    * ``post_<mixer>`` / ``post_mlp``: after the residual add (held in
+      ``adapter1`` / ``adapter2``);
+    * ``mlp_parallel``: reads the stream before ``norm2``, its output is
+      added to the block's output.
+    """
     return {
         f'pre_{mixer}': f'pre_{mixer}_adapter',
+        f'{mixer}_in': f'{mixer}_in_adapter',
         f'post_{mixer}': 'adapter1',
         'pre_mlp': 'pre_mlp_adapter',
+        'mlp_in': 'mlp_in_adapter',
         'mlp_parallel': 'mlp_adapter',
         'post_mlp': 'adapter2'
     }

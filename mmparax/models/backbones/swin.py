@@ -95,10 +95,12 @@ class Swin(PEFTHostMixin, SwinTransformer):
     def forward_block(self, block, x, hw_shape):
         """One block with the method's sites; x: [B, H*W, C] -> same."""
         h = self.site(block, 'pre_attn', x, hw_shape)
-        x = x + block.attn(block.norm1(h), hw_shape)  # drop path inside
+        h = self.site(block, 'attn_in', block.norm1(h), hw_shape)
+        x = x + block.attn(h, hw_shape)  # drop path inside
         x = self.site(block, 'post_attn', x, hw_shape)
         h = self.site(block, 'pre_mlp', x, hw_shape)
-        out = block.ffn(block.norm2(h), identity=x)
+        h = self.site(block, 'mlp_in', block.norm2(h), hw_shape)
+        out = block.ffn(h, identity=x)
         if self.has_site(block, 'mlp_parallel'):
             out = out + self.site(block, 'mlp_parallel', x, hw_shape)
         return self.site(block, 'post_mlp', out, hw_shape)

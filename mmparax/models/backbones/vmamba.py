@@ -435,10 +435,12 @@ class VMamba(PEFTHostMixin, BaseModule):
     def forward_block(self, block: VSSBlock, x: torch.Tensor) -> torch.Tensor:
         """One block with the method's sites; x: [B, C, H, W] -> same."""
         h = self.site_map(block, 'pre_ssm', x)
-        x = x + block.drop_path(block.op(block.norm(h)))
+        h = self.site_map(block, 'ssm_in', block.norm(h))
+        x = x + block.drop_path(block.op(h))
         x = self.site_map(block, 'post_ssm', x)
         h = self.site_map(block, 'pre_mlp', x)
-        out = x + block.drop_path(block.mlp(block.norm2(h)))
+        h = self.site_map(block, 'mlp_in', block.norm2(h))
+        out = x + block.drop_path(block.mlp(h))
         if self.has_site(block, 'mlp_parallel'):
             out = out + self.site_map(block, 'mlp_parallel', x)
         return self.site_map(block, 'post_mlp', out)

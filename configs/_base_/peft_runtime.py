@@ -1,5 +1,6 @@
-# What the ParaX paper recipes add to their full fine-tuning siblings, besides
-# the method (model.backbone.peft) and its learning rate.
+# What the PEFT recipes (ParaX and the comparison methods) add to their full
+# fine-tuning siblings, besides the method (model.backbone.peft) and its
+# learning rate.
 
 # As in the reference training scripts, which never call model.init_weights():
 # only the backbone initialises (loading its checkpoint), the necks and heads
