@@ -380,9 +380,59 @@ def test_branch_and_parallel_sites(host, mixer):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('method, host', [(m, h) for m, hosts in ONLY_ON.items()
+@pytest.mark.parametrize('method, host', [(m, h)
+                                          for m, hosts in ONLY_ON.items()
                                           for h in HOSTS if h not in hosts])
 def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
     with pytest.raises(ValueError) as info:
         build(host, METHODS[method])
     assert method in str(info.value) and host in str(info.value)
+
+
+@pytest.mark.parametrize('host, mixer', [('Swin', 'attn'), ('VMamba', 'ssm')])
+def test_normalised_input_sites(host, mixer):
+    """<mixer>_in / mlp_in read the output of norm1 / norm2 and feed the
+    mixer / the MLP; the residuals keep the stream."""
+    model = build(host, dict(type='ProbeMethod',
+                             sites=[f'{mixer}_in', 'mlp_in'])).eval()
+    block = model.peft_stages()[1][1][0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        if host == 'Swin':
+            hw = (6, 5)
+            x = torch.randn(2, 30, 32)
+            out = model.forward_block(block, x, hw)
+            s1 = x + block.attn(2 * block.norm1(x), hw)
+            expected = block.ffn(2 * block.norm2(s1), identity=s1)
+            seen = [block.attn_in_adapter.seen, block.mlp_in_adapter.seen]
+            tokens = [block.norm1(x), block.norm2(s1)]
+        else:
+            x = torch.randn(2, 32, 6, 5)
+            out = model.forward_block(block, x)
+            s1 = x + block.op(2 * block.norm(x))
+            expected = s1 + block.mlp(2 * block.norm2(s1))
+            seen = [block.ssm_in_adapter.seen, block.mlp_in_adapter.seen]
+            tokens = [_tokens(block.norm(x)), _tokens(block.norm2(s1))]
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(seen, tokens):
+        torch.testing.assert_close(got, want)
+
+
+def test_convnext_branch_and_parallel_sites():
+    """pre_dwconv changes what the branch reads (the shortcut keeps the
+    stream); block_parallel reads the block input and adds to its output;
+    the rest of the block is mmpretrain's."""
+    model = build('ConvNeXt',
+                  dict(type='ProbeMethod',
+                       sites=['pre_dwconv', 'block_parallel'])).eval()
+    block = model.peft_stages()[1][1][0]
+    block.parallel_adapter.parallel = False  # return 2x: it must show up
+    torch.manual_seed(0)
+    x = torch.randn(2, block.depthwise_conv.in_channels, 6, 5)
+    with torch.no_grad():
+        out = model.forward_block(block, x)
+        branch = block(2 * x) - 2 * x  # mmpretrain's block minus its input
+        expected = x + branch + 2 * x
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(block.pre_dwconv_adapter.seen, _tokens(x))
+    torch.testing.assert_close(block.parallel_adapter.seen, _tokens(x))

@@ -5,6 +5,33 @@ from typing import Dict
 import torch.nn as nn
 
 
+def _strip_pretrained(cfg):
+    """Drop every pretrained-weight reference from a model config."""
+    if isinstance(cfg, dict):
+        if 'pretrained' in cfg:
+            cfg['pretrained'] = None
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        for value in cfg.values():
+            _strip_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            _strip_pretrained(value)
+
+
+def build_config_model(cfg, backbone_only: bool = False) -> nn.Module:
+    """``cfg.model`` (or its backbone) built on the CPU in the config's
+    scope, without loading any pretrained checkpoint; for counting."""
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model_cfg = cfg.model.copy()
+    _strip_pretrained(model_cfg)
+    if backbone_only:
+        model_cfg = model_cfg.backbone
+    return MODELS.build(model_cfg).cpu()
+
+
 def count(params) -> int:
     return sum(p.numel() for p in params)
 

@@ -1,0 +1,98 @@
+"""The paper's figures recorded in the configs' metafiles."""
+import ast
+import os.path as osp
+from typing import Iterator
+
+import yaml
+
+
+def parse_millions(value):
+    """'5.2M' or 5.2 (millions) -> 5.2."""
+    if isinstance(value, str):
+        value = value.strip().rstrip('Mm')
+    return float(value)
+
+
+def paper_entry(config):
+    """The metafile.yml entry of ``config`` in its folder, or None."""
+    metafile = osp.join(osp.dirname(osp.abspath(config)), 'metafile.yml')
+    if not osp.isfile(metafile):
+        return None
+    with open(metafile) as f:
+        meta = yaml.safe_load(f)
+    for model in meta.get('Models', []):
+        if osp.basename(model.get('Config', '')) == osp.basename(config):
+            return model
+    return None
+
+
+def _base_configs(config):
+    """The files named by ``_base_`` in ``config`` (a Python config)."""
+    if not config.endswith('.py') or not osp.isfile(config):
+        return []
+    try:
+        with open(config, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=config)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    bases = []
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            bases = [value] if isinstance(value, str) else list(value)
+    folder = osp.dirname(osp.abspath(config))
+    return [
+        osp.normpath(osp.join(folder, base)) for base in bases
+        if isinstance(base, str)
+        and osp.isfile(osp.join(folder, base))
+    ]
+
+
+def _inherited_entry(config):
+    """(base config, metafile entry) of the nearest ``_base_`` ancestor of
+    ``config`` that a metafile lists, or (None, None)."""
+    seen = set()
+    queue = _base_configs(config)
+    while queue:
+        base = queue.pop(0)
+        if base in seen:
+            continue
+        seen.add(base)
+        entry = paper_entry(base)
+        if entry is not None:
+            return base, entry
+        queue.extend(_base_configs(base))
+    return None, None
+
+
+def paper_figures(config):
+    """(paper # P in millions, metafile model name, reason) of ``config``.
+
+    A config that no metafile.yml beside it lists (a user's own config, or
+    one that inherits a recipe and changes it) has no paper figure: the
+    first two are None and ``reason`` says why.
+    """
+    entry = paper_entry(config)
+    if entry is not None:
+        millions = parse_millions(entry['Metadata']['Trainable Parameters'])
+        return millions, entry['Name'], None
+    reason = (f'no paper figure is recorded for {osp.basename(config)}: '
+              'no metafile.yml in its folder lists it')
+    base, base_entry = _inherited_entry(config)
+    if base_entry is not None:
+        base_millions = parse_millions(
+            base_entry['Metadata']['Trainable Parameters'])
+        reason += (f'; it inherits {osp.basename(base)}, whose paper # P '
+                   f'is {base_millions}M with that recipe\'s settings')
+    return None, None, reason
+
+
+def metafile_models(metafile: str) -> Iterator[dict]:
+    """The ``Models`` entries of ``metafile``."""
+    with open(metafile) as f:
+        yield from (yaml.safe_load(f) or {}).get('Models', [])

@@ -1,0 +1,156 @@
+"""Every config's trainable backbone count beside the paper's # P.
+
+Reads the configs listed by the metafiles (all those ``model-index.yml``
+imports, or the folders / metafiles given), builds each backbone on the CPU
+without its checkpoint and prints one row per config: the paper's table, the
+method, the backbone, the task, the exact trainable count, the count in
+millions and the paper's figure (``Trainable Parameters`` of the metafile).
+A row matches when both print the same at 0.1M.
+
+Examples::
+
+    python tools/analysis/params_table.py                  # markdown
+    python tools/analysis/params_table.py --format json
+    python tools/analysis/params_table.py configs/lora configs/mona
+"""
+import argparse
+import contextlib
+import json
+import os.path as osp
+import sys
+
+import yaml
+from mmengine.config import Config
+
+import mmparax  # noqa: F401  (registers the mmparax scope)
+from mmparax.utils import build_config_model
+from mmparax.utils.paper import metafile_models, parse_millions
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# the order of the paper's rows
+METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
+           'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
+BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Trainable backbone counts of the configs beside the "
+        "paper's # P")
+    parser.add_argument(
+        'sources',
+        nargs='*',
+        help='metafile.yml files or config folders (default: every '
+        'metafile model-index.yml imports)')
+    parser.add_argument(
+        '--format', choices=('markdown', 'json'), default='markdown')
+    parser.add_argument(
+        '--out', help='also write the table to this file')
+    return parser.parse_args(argv)
+
+
+def _metafiles(sources):
+    if not sources:
+        with open(osp.join(ROOT, 'model-index.yml')) as f:
+            sources = [osp.join(ROOT, p) for p in yaml.safe_load(f)['Import']]
+    metafiles = []
+    for source in sources:
+        path = osp.join(source, 'metafile.yml') if osp.isdir(source) \
+            else source
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'{source}: neither a metafile.yml nor a folder holding one')
+        metafiles.append(path)
+    return metafiles
+
+
+def paper_table(model: dict) -> str:
+    """Which of the paper's tables a metafile model reproduces."""
+    results = {r['Task'] for r in model.get('Results', [])}
+    architecture = model['Metadata'].get('Architecture', [])
+    data = model['Metadata'].get('Training Data')
+    if 'Panoptic Segmentation' in results:
+        return '3'
+    if 'Instance Segmentation' in results:
+        return '2'
+    if data == 'ADE20K':
+        return '8' if 'VMamba-B' in architecture else '1'
+    return '-'
+
+
+def _task(model: dict) -> str:
+    parts = [a for a in model['Metadata'].get('Architecture', [])[1:]
+             if a != 'FPN']
+    return f"{' '.join(parts)} {model['Metadata'].get('Training Data', '')}"
+
+
+def rows(metafiles):
+    """One dict per metafile model, in the order of the paper's tables."""
+    out = []
+    for metafile in metafiles:
+        for model in metafile_models(metafile):
+            config = osp.join(ROOT, model['Config']) \
+                if not osp.isabs(model['Config']) else model['Config']
+            cfg = Config.fromfile(config)
+            with contextlib.redirect_stdout(sys.stderr):
+                backbone = build_config_model(cfg, backbone_only=True)
+            trainable = sum(p.numel() for p in backbone.parameters()
+                            if p.requires_grad)
+            del backbone
+            paper = parse_millions(
+                model['Metadata']['Trainable Parameters'])
+            out.append(
+                dict(
+                    table=paper_table(model),
+                    method=model['In Collection'],
+                    backbone=model['Metadata']['Architecture'][0],
+                    task=_task(model),
+                    config=model['Config'],
+                    trainable=trainable,
+                    ours_m=round(trainable / 1e6, 3),
+                    paper_m=paper,
+                    match=f'{trainable / 1e6:.1f}' == f'{paper:.1f}'))
+
+    def order(row):
+        def index(values, value):
+            return values.index(value) if value in values else len(values)
+
+        return (row['table'], row['task'], index(BACKBONES, row['backbone']),
+                index(METHODS, row['method']), row['method'])
+
+    return sorted(out, key=order)
+
+
+def markdown(table_rows) -> str:
+    lines = [
+        '| table | method | backbone | task | config | trainable | '
+        '# P ours (M) | # P paper (M) | match |',
+        '|---|---|---|---|---|---:|---:|---:|---|'
+    ]
+    for r in table_rows:
+        lines.append(
+            f"| {r['table']} | {r['method']} | {r['backbone']} | {r['task']} "
+            f"| `{osp.basename(r['config'])}` | {r['trainable']:,} "
+            f"| {r['ours_m']:.2f} | {r['paper_m']:.1f} "
+            f"| {'yes' if r['match'] else 'no'} |")
+    matched = sum(r['match'] for r in table_rows)
+    lines.append('')
+    lines.append(f'{matched} of {len(table_rows)} rows print the paper\'s '
+                 '# P at 0.1M.')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    table_rows = rows(_metafiles(args.sources))
+    text = json.dumps(table_rows, indent=1) if args.format == 'json' \
+        else markdown(table_rows)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+    return table_rows
+
+
+if __name__ == '__main__':
+    main()
