@@ -175,6 +175,23 @@ def test_top_k_larger_than_experts_raises():
         ParaX(num_experts=0).build_centers(16, 3, stage=0)
 
 
+def test_top_k_per_stage():
+    """Table 13's K applies to the 18-expert stage of Swin-B; the others
+    keep every expert."""
+    from mmparax.models import Swin
+    from mmparax.testing import tiny_swin_kwargs
+    model = Swin(peft=dict(type='ParaX', rank=8, router_hidden=4,
+                           top_k=(None, None, 3, None)),
+                 **tiny_swin_kwargs(depths=(2, 2, 6, 2)))
+    top_k = [{b.adapter1.top_k, b.adapter2.top_k} for _, blocks in
+             model.peft_stages() for b in blocks]
+    assert top_k == [{None}] * 4 + [{3}] * 6 + [{None}] * 2
+    with pytest.raises(ValueError, match='top_k'):
+        ParaX(top_k=(None, 0))
+    with pytest.raises(ValueError, match='no value for stage 2'):
+        ParaX(top_k=(None, 3)).build_centers(16, 3, stage=2)
+
+
 def test_centers_grouped_by_blocks():
     parax = ParaX(blocks_per_center=(None, None, 6, None))
     centers = parax.build_centers(32, 18, stage=2)

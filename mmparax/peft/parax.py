@@ -564,7 +564,9 @@ class ParaX(PEFTMethod):
         layout (str): ``'cascade'``, ``'sequential'`` or ``'parallel'``.
         router_hidden (int): Router hidden width. Default: 16.
         router_act (str): ``'softmax'``, ``'sigmoid'`` or ``'relu'``.
-        top_k (int, optional): Sparse routing: experts kept per gate.
+        top_k (int | Sequence[int | None], optional): Sparse routing:
+            experts kept per gate (one value, or one per stage; None keeps
+            every expert).
         expert_ratio (float): M = expert_ratio x blocks sharing a center
             (rounded, at least 1). Default: 1.0.
         num_experts (int | Sequence[int], optional): M per center, overriding
@@ -595,7 +597,7 @@ class ParaX(PEFTMethod):
                  layout: str = 'cascade',
                  router_hidden: int = 16,
                  router_act: str = 'softmax',
-                 top_k: Optional[int] = None,
+                 top_k: Union[int, Sequence[Optional[int]], None] = None,
                  expert_ratio: float = 1.0,
                  num_experts: Union[int, Sequence[int], None] = None,
                  blocks_per_center: Union[int, Sequence[Optional[int]],
@@ -611,6 +613,12 @@ class ParaX(PEFTMethod):
         if not isinstance(expert_ratio, (int, float)) or not expert_ratio > 0:
             raise ValueError(
                 f'expert_ratio must be positive, got {expert_ratio!r}')
+        self.top_k = tuple(top_k) if isinstance(top_k, (list, tuple)) \
+            else top_k
+        per_stage = isinstance(self.top_k, tuple)
+        for k in self.top_k if per_stage else ():
+            if k is not None:
+                _check_positive_int('top_k', k)
         self.adapter_cfg = dict(
             rank=rank,
             kernel_sizes=kernel_sizes,
@@ -619,7 +627,7 @@ class ParaX(PEFTMethod):
             layout=layout,
             router_hidden=router_hidden,
             router_act=router_act,
-            top_k=top_k,
+            top_k=None if per_stage else top_k,
             layer_scale=layer_scale,
             res_scale=res_scale,
             layer_init=layer_init,
@@ -660,7 +668,7 @@ class ParaX(PEFTMethod):
                       stage: int) -> nn.ModuleList:
         """Expert centers of a stage of ``depth`` blocks and width ``dim``."""
         size = self._group_size(depth, stage)
-        top_k = self.adapter_cfg['top_k']
+        top_k = self._per_stage('top_k', self.top_k, stage)
         centers = nn.ModuleList()
         for start in range(0, depth, size):
             blocks = min(size, depth - start)
@@ -678,10 +686,15 @@ class ParaX(PEFTMethod):
                              self.kernel_sizes, self.expert_init))
         return centers
 
-    def build_adapter(self, dim: int, center: ExpertCenter) -> ParaXAdapter:
-        """An adapter of width ``dim`` routing into ``center``."""
-        return ParaXAdapter(
-            dim, num_experts=center.num_experts, **self.adapter_cfg)
+    def build_adapter(self,
+                      dim: int,
+                      center: ExpertCenter,
+                      stage: int = 0) -> ParaXAdapter:
+        """An adapter of width ``dim`` of ``stage``, routing into
+        ``center``."""
+        cfg = dict(self.adapter_cfg,
+                   top_k=self._per_stage('top_k', self.top_k, stage))
+        return ParaXAdapter(dim, num_experts=center.num_experts, **cfg)
 
     def attach(self, host) -> None:
         sites = self.resolve_sites(host)
@@ -694,7 +707,7 @@ class ParaX(PEFTMethod):
             for j in range(len(blocks)):
                 index = self.center_index(j, len(blocks), i)
                 for site in sites:
-                    adapter = self.build_adapter(dim, centers[i][index])
+                    adapter = self.build_adapter(dim, centers[i][index], i)
                     adapter.center_key = (i, index)  # no second owner
                     host.add_site_module(i, j, site, adapter)
 

@@ -79,8 +79,12 @@ def paper_figures(config):
     """
     entry = paper_entry(config)
     if entry is not None:
-        millions = parse_millions(entry['Metadata']['Trainable Parameters'])
-        return millions, entry['Name'], None
+        figure = entry['Metadata'].get('Trainable Parameters')
+        if figure is None:
+            return None, entry['Name'], (
+                f"the paper prints no # P for {entry['Name']} (its metafile "
+                'entry records none)')
+        return parse_millions(figure), entry['Name'], None
     reason = (f'no paper figure is recorded for {osp.basename(config)}: '
               'no metafile.yml in its folder lists it')
     base, base_entry = _inherited_entry(config)

@@ -66,6 +66,8 @@ def _metafiles(sources):
 
 def paper_table(model: dict) -> str:
     """Which of the paper's tables a metafile model reproduces."""
+    if 'Paper Table' in model['Metadata']:
+        return str(model['Metadata']['Paper Table'])
     results = {r['Task'] for r in model.get('Results', [])}
     architecture = model['Metadata'].get('Architecture', [])
     data = model['Metadata'].get('Training Data')
@@ -97,8 +99,8 @@ def rows(metafiles):
             trainable = sum(p.numel() for p in backbone.parameters()
                             if p.requires_grad)
             del backbone
-            paper = parse_millions(
-                model['Metadata']['Trainable Parameters'])
+            paper = model['Metadata'].get('Trainable Parameters')
+            paper = None if paper is None else parse_millions(paper)
             out.append(
                 dict(
                     table=paper_table(model),
@@ -109,16 +111,27 @@ def rows(metafiles):
                     trainable=trainable,
                     ours_m=round(trainable / 1e6, 3),
                     paper_m=paper,
-                    match=f'{trainable / 1e6:.1f}' == f'{paper:.1f}'))
+                    match=None if paper is None else
+                    f'{trainable / 1e6:.1f}' == f'{paper:.1f}'))
 
     def order(row):
         def index(values, value):
             return values.index(value) if value in values else len(values)
 
-        return (row['table'], row['task'], index(BACKBONES, row['backbone']),
+        table = row['table']
+        return (int(table[:-1]) if table[-1:].isalpha() else
+                int(table) if table.isdigit() else 99, table, row['task'],
+                index(BACKBONES, row['backbone']),
                 index(METHODS, row['method']), row['method'])
 
     return sorted(out, key=order)
+
+
+_MATCH = {True: 'yes', False: 'no', None: '-'}
+
+
+def _paper(millions):
+    return '-' if millions is None else f'{millions:.1f}'
 
 
 def markdown(table_rows) -> str:
@@ -131,12 +144,13 @@ def markdown(table_rows) -> str:
         lines.append(
             f"| {r['table']} | {r['method']} | {r['backbone']} | {r['task']} "
             f"| `{osp.basename(r['config'])}` | {r['trainable']:,} "
-            f"| {r['ours_m']:.2f} | {r['paper_m']:.1f} "
-            f"| {'yes' if r['match'] else 'no'} |")
-    matched = sum(r['match'] for r in table_rows)
+            f"| {r['ours_m']:.2f} | {_paper(r['paper_m'])} "
+            f"| {_MATCH[r['match']]} |")
+    printed = [r for r in table_rows if r['paper_m'] is not None]
     lines.append('')
-    lines.append(f'{matched} of {len(table_rows)} rows print the paper\'s '
-                 '# P at 0.1M.')
+    lines.append(f"{sum(r['match'] for r in printed)} of {len(printed)} "
+                 "rows with a paper # P print it at 0.1M"
+                 f'; {len(table_rows) - len(printed)} rows have none.')
     return '\n'.join(lines)
 
 

@@ -1,0 +1,6 @@
+_base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
+# Table 13, row "K = 6": Sparse routing: each gate keeps its 6 largest experts
+# in the 18-expert stage 3; the 2-expert stages keep both (K >= M there).
+# Everything else is the ParaX Swin-B Mask R-CNN recipe. 5,194,864 trainable
+# backbone parameters (the paper prints no # P for this row).
+model = dict(backbone=dict(peft=dict(top_k=(None, None, 6, None))))
