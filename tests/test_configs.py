@@ -78,6 +78,8 @@ PARAX[f'parax/parax_swin-b{MRCNN}'] = dict(
 # (task, dataset) of a metafile result -> its metrics
 RESULT_METRICS = {
     ('Semantic Segmentation', 'ADE20K'): {'mIoU'},
+    ('Semantic Segmentation', 'Potsdam'): {'mIoU'},
+    ('Semantic Segmentation', 'LoveDA'): {'mIoU'},
     ('Object Detection', 'COCO'): {'box AP', 'box AP50', 'box AP75'},
     ('Instance Segmentation', 'COCO'): {'mask AP', 'mask AP50', 'mask AP75'},
     ('Panoptic Segmentation', 'COCO Panoptic'): {'PQ', 'SQ', 'RQ'},

@@ -34,7 +34,7 @@ RUNS = {
     f'adaptformer/adaptformer_swin-b{ADE}': ('swin-b', 'mlp_adapter'),
     f'repadapter/repadapter_convnext-b{ADE}': ('convnext-b',
                                                'pre_dwconv_adapter'),
-    f'lorand/lorand_swin-b{ADE}': ('swin-b', 'adapter1'),
+    f'lorand/lorand_swin-b{ADE}': ('swin-b', 'attn_out_adapter'),
     f'snell/snell_swin-b{ADE}': ('swin-b', 'snell'),
     f'colora/colora_convnext-b{ADE}': ('convnext-b', 'colora'),
     f'mona/mona_swin-b{ADE}': ('swin-b', 'adapter2'),

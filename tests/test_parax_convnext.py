@@ -70,22 +70,24 @@ def test_switched_off_equals_plain_mmpretrain_convnext(source):
 
 
 def test_adapter_after_the_complete_block():
-    """Block j's adapter sees the output of block j (residual included)."""
+    """Block j's adapter sees the output of block j (residual included), as
+    mmpretrain's block computes it from the block's input."""
     model = build(drop_path_rate=0.0).eval()
+    block = model.stages[1][1]
     seen = {}
 
-    def grab(module, args):
-        seen['adapter_in'] = args[0].detach().clone()
+    def grab(name):
+        def hook(module, args):
+            seen[name] = args[0].detach().clone()
+        return hook
 
-    def grab_block(module, args, output):
-        seen['block_out'] = output.detach().clone()
-
-    model.stages[1][1].adapter.register_forward_pre_hook(grab)
-    model.stages[1][1].register_forward_hook(grab_block)
+    block.adapter.register_forward_pre_hook(grab('adapter_in'))
+    block.depthwise_conv.register_forward_pre_hook(grab('block_in'))
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
+        block_out = block(seen['block_in'])  # mmpretrain's forward
     torch.testing.assert_close(
-        seen['adapter_in'], seen['block_out'].flatten(2).transpose(1, 2),
+        seen['adapter_in'], block_out.flatten(2).transpose(1, 2),
         rtol=0, atol=0)
 
 

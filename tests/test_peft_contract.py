@@ -30,7 +30,7 @@ METHODS = {
     'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
     'LoRA': dict(type='LoRA', rank=4, alpha=8),
     'VPT': dict(type='VPT', num_tokens=3),
-    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8),
+    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8, dropout=0.),
     'RepAdapter': dict(type='RepAdapter', hidden_dim=8, dropout=0.),
     'LoRand': dict(type='LoRand', hidden_dim=8, num_branches=2,
                    branch_rank=2),
@@ -143,7 +143,8 @@ def test_exactly_the_method_trains(method, host):
 
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_gradients_reach_every_trainable_parameter(method, host):
-    model = build(host, METHODS[method])
+    # no drop path: a dropped branch gives its modules an exact zero gradient
+    model = build(host, METHODS[method], drop_path_rate=0.0)
     perturb(model)
     x = torch.randn(*HOSTS[host][2])
     sum(o.square().mean() for o in model(x)).backward()
@@ -265,7 +266,7 @@ def test_an_alias_matching_nothing_raises(monkeypatch):
     ('ParaX', 'dict with a type'),
     (dict(type='ParaX', rnak=8), "ParaX: .*'rnak'"),
     (dict(type='ParaX', layer_scale='foo'), 'layer_scale must be a number'),
-    (dict(type='LoRA', rank=0), 'LoRA rank must be a positive'),
+    (dict(type='LoRA', rank=0), 'LoRA: rank must be a positive integer'),
     (dict(type='LoRA', targets='fc1'), 'list of layer aliases'),
 ])
 def test_bad_method_configs_fail_at_build(peft, match):
@@ -436,3 +437,35 @@ def test_convnext_branch_and_parallel_sites():
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(block.pre_dwconv_adapter.seen, _tokens(x))
     torch.testing.assert_close(block.parallel_adapter.seen, _tokens(x))
+
+
+@pytest.mark.parametrize('host, mixer', [('Swin', 'attn'), ('VMamba', 'ssm')])
+def test_branch_output_sites(host, mixer):
+    """<mixer>_out / mlp_out take the output of the mixer / MLP branch
+    (drop path applied) before its residual add."""
+    model = build(host, dict(type='ProbeMethod',
+                             sites=[f'{mixer}_out', 'mlp_out'])).eval()
+    block = model.peft_stages()[1][1][0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        if host == 'Swin':
+            hw = (6, 5)
+            x = torch.randn(2, 30, 32)
+            out = model.forward_block(block, x, hw)
+            a = block.attn(block.norm1(x), hw)
+            s1 = x + 2 * a
+            m = block.ffn(block.norm2(s1), identity=0)
+            seen = [block.attn_out_adapter.seen, block.mlp_out_adapter.seen]
+            tokens = [a, m]
+        else:
+            x = torch.randn(2, 32, 6, 5)
+            out = model.forward_block(block, x)
+            a = block.op(block.norm(x))
+            s1 = x + 2 * a
+            m = block.mlp(block.norm2(s1))
+            seen = [block.ssm_out_adapter.seen, block.mlp_out_adapter.seen]
+            tokens = [_tokens(a), _tokens(m)]
+        expected = s1 + 2 * m
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(seen, tokens):
+        torch.testing.assert_close(got, want)

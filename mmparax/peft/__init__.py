@@ -1,9 +1,19 @@
-from . import adaptformer, colora, lorand, mona, repadapter, snell, vpt  # noqa: F401,E501
-from .base import PEFTMethod, PEFTModule, build_peft_method
+from .adaptformer import AdaptFormer, AdaptFormerAdapter
+from .base import LinearUpdate, PEFTMethod, PEFTModule, build_peft_method
+from .colora import CoLoRA, CoLoRAConv, CoLoRAPointwise
 from .lora import LoRA, LoRAUpdate
+from .lorand import LoRand, LoRandAdapter
+from .mona import Mona, MonaAdapter
 from .parax import ExpertCenter, ParaX, ParaXAdapter, dynamic_depthwise_conv
+from .repadapter import RepAdapter, RepAdapterModule
+from .snell import SNELL, SNELLUpdate
+from .vpt import VPT, Prompts, WindowPrompts
 
 __all__ = [
-    'PEFTMethod', 'PEFTModule', 'build_peft_method', 'ExpertCenter', 'LoRA',
-    'LoRAUpdate', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv'
+    'PEFTMethod', 'PEFTModule', 'LinearUpdate', 'build_peft_method',
+    'ExpertCenter', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv', 'VPT',
+    'Prompts', 'WindowPrompts', 'LoRA', 'LoRAUpdate', 'AdaptFormer',
+    'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule', 'LoRand',
+    'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
+    'CoLoRAPointwise', 'Mona', 'MonaAdapter'
 ]

@@ -15,11 +15,85 @@ method puts its :class:`PEFTModule` instances where the host says it may:
 The host then freezes every parameter it had before :meth:`attach` and
 trains everything the method added.
 """
-from typing import Dict, List, Optional, Sequence
+import math
+from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
+import torch
 import torch.nn as nn
 
 from mmparax.registry import PEFT_METHODS
+
+#: sites whose module returns a delta that the host adds to the block output
+PARALLEL_SITES = ('mlp_parallel', 'block_parallel')
+#: the thirds of a fused qkv layer's outputs
+FUSED_PARTS = dict(q=0, k=1, v=2)
+
+
+# -- argument checks --------------------------------------------------------
+# check_number ... check_choice raise
+# ValueError('<method>: <name> must be <what><hint>, got <value>')
+def is_number(value) -> bool:
+    """Whether ``value`` is an int or a float (a bool is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_positive_int(value) -> bool:
+    """Whether ``value`` is an int above 0 (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) \
+        and value > 0
+
+
+def _fail(method: str, name: str, what: str, value, hint: str = ''):
+    raise ValueError(f'{method}: {name} must be {what}{hint}, got {value!r}')
+
+
+def check_number(method: str, name: str, value, hint: str = '') -> None:
+    """Raise unless ``value`` is a number."""
+    if not is_number(value):
+        _fail(method, name, 'a number', value, hint)
+
+
+def check_positive(method: str, name: str, value, hint: str = '') -> None:
+    """Raise unless ``value`` is a number above 0."""
+    if not is_number(value) or not value > 0:
+        _fail(method, name, 'a positive number', value, hint)
+
+
+def check_positive_int(method: str, name: str, value, hint: str = '') -> None:
+    """Raise unless ``value`` is an integer above 0."""
+    if not is_positive_int(value):
+        _fail(method, name, 'a positive integer', value, hint)
+
+
+def check_fraction(method: str,
+                   name: str,
+                   value,
+                   closed: bool = False,
+                   hint: str = '') -> None:
+    """Raise unless ``value`` is a number in [0, 1) ([0, 1] if
+    ``closed``)."""
+    if not is_number(value) or not (0 <= value <= 1 if closed else
+                                    0 <= value < 1):
+        _fail(method, name, f'a number in [0, 1{"]" if closed else ")"}',
+              value, hint)
+
+
+def check_choice(method: str, name: str, value, choices) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in tuple(choices):
+        _fail(method, name, f'one of {tuple(choices)}', value)
+
+
+def check_names(method: str, name: str, value,
+                what: str) -> Optional[Tuple[str, ...]]:
+    """``value`` as a tuple (None stays None); raises TypeError unless it is
+    a list of strings (``what`` says of which)."""
+    if value is not None and (isinstance(value, str) or not all(
+            isinstance(v, str) for v in value)):
+        raise TypeError(
+            f'{method}: {name} must be a list of {what}, got {value!r}')
+    return None if value is None else tuple(value)
 
 
 class PEFTModule(nn.Module):
@@ -44,11 +118,73 @@ class PEFTModule(nn.Module):
             f'{type(self).__name__} cannot be switched off')
 
 
+class LowRankInit:
+    """Mixin of a :class:`PEFTModule` with factors ``A`` and ``B`` whose
+    output goes through ``B``: ``A`` starts from Kaiming-uniform
+    (a = sqrt(5)) and ``B`` from zero, so the module starts as a no-op;
+    switching it off zeroes ``B``."""
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        nn.init.zeros_(self.B)
+
+    @torch.no_grad()
+    def switch_off(self):
+        self.B.zero_()
+
+
+class LinearUpdate(PEFTModule):
+    """Base of an update of a frozen linear layer: the layer's child, added
+    to its output by a forward hook until :meth:`merge_into` folds it into
+    the weight. Subclasses implement :meth:`delta` and :meth:`merge_into`.
+    """
+
+    def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
+        """[..., in] (channels last) -> [..., total]: the update, zero
+        outside the outputs it covers."""
+        raise NotImplementedError
+
+    def hook_into(self, layer: nn.Module, name: str) -> None:
+        """Become the child ``name`` of ``layer`` and add the update to its
+        output."""
+        layer.add_module(name, self)
+        layer.register_forward_hook(self.hook)
+
+    def hook(self, layer: nn.Module, args, output: torch.Tensor):
+        """Forward hook of the frozen layer: adds the update."""
+        x = args[0]
+        if getattr(layer, 'channels_first', False):  # [B, C, H, W] maps
+            d = self.delta(x.permute(0, 2, 3, 1), output.shape[1])
+            return output + d.permute(0, 3, 1, 2)
+        return output + self.delta(x, output.shape[-1])
+
+    def unhook(self, layer: nn.Module) -> None:
+        """Stop adding the update to the output of ``layer``."""
+        for key, hook in list(layer._forward_hooks.items()):
+            if getattr(hook, '__self__', None) is self:
+                del layer._forward_hooks[key]
+
+    def merge_into(self, layer: nn.Module) -> None:
+        """Add the update to ``layer.weight`` and :meth:`unhook`."""
+        raise NotImplementedError
+
+    @classmethod
+    def merge_all(cls, host: nn.Module) -> None:
+        """Fold every ``cls`` module of ``host`` into its frozen layer (its
+        parent)."""
+        for name, module in list(host.named_modules()):
+            if isinstance(module, cls):
+                module.merge_into(host.get_submodule(name.rpartition('.')[0]))
+
+
 class PEFTMethod:
     """Base of the registered PEFT methods.
 
     Subclasses implement :meth:`attach` and may override :meth:`site_forward`
-    (how the module at a block site is called) and :meth:`merge`.
+    (how the module at a block site is called) and :meth:`merge`. Methods
+    on frozen linear layers set :attr:`targets` and :attr:`default_targets`
+    and attach through :meth:`linear_targets`.
 
     Args:
         sites (Sequence[str], optional): Block sites to fill. None: the
@@ -60,14 +196,15 @@ class PEFTMethod:
     #: host.residual_sites), or a tuple of such tuples, one per kind of
     #: host, of which the first the host offers entirely is taken
     default_sites: Sequence = ()
+    #: layer targets (see :meth:`linear_targets`); None: the first of
+    #: :attr:`default_targets` (tuples of targets) whose aliases the host
+    #: names
+    targets: Optional[Tuple[str, ...]] = None
+    default_targets: Sequence[Tuple[str, ...]] = ()
 
     def __init__(self, sites: Optional[Sequence[str]] = None):
-        if sites is not None and (isinstance(sites, str)
-                                  or not all(isinstance(s, str)
-                                             for s in sites)):
-            raise TypeError(f'{self.name}: sites must be a list of site '
-                            f'names such as ["post_attn"], got {sites!r}')
-        self.sites = None if sites is None else tuple(sites)
+        self.sites = check_names(self.name, 'sites', sites,
+                                 'site names such as ["post_attn"]')
 
     @property
     def name(self) -> str:
@@ -115,10 +252,78 @@ class PEFTMethod:
                 'matches no layer')
         return layers
 
+    def check_targets(self, targets) -> Optional[Tuple[str, ...]]:
+        """The ``targets`` argument (see :meth:`linear_targets`) as a tuple,
+        or None; raises TypeError unless it is a list of strings."""
+        return check_names(self.name, 'targets', targets,
+                           "layer aliases such as ['fc1', 'fc2']")
+
+    def resolve_targets(self, host) -> Tuple[str, ...]:
+        """:attr:`targets`, or the first of :attr:`default_targets` whose
+        aliases ``host`` names; raises when there is none."""
+        if self.targets is not None:
+            return self.targets
+        for choice in self.default_targets:
+            if all(t.split(':')[0] in host.layer_aliases for t in choice):
+                return choice
+        raise ValueError(
+            f'{self.name} has no default placement on {type(host).__name__} '
+            f'(layer aliases {tuple(host.layer_aliases)}); give targets')
+
+    def linear_targets(self, host) -> Iterator[Tuple]:
+        """``(name, layer, alias, parts)`` of every frozen layer that
+        :meth:`resolve_targets` names.
+
+        A target is a layer alias, or ``'alias:parts'`` on a fused qkv
+        layer: ``'qkv:qv'`` names its q and v thirds, and ``parts`` is then
+        ``[(part, first output, outputs)]`` (else None). Raises naming the
+        method, the target and the layer when a layer is not linear (a 2-D
+        weight) or the parts are not distinct thirds.
+        """
+        for target in self.resolve_targets(host):
+            alias, _, spec = target.partition(':')
+            for name, layer in self.resolve_layers(host, alias).items():
+                weight = getattr(layer, 'weight', None)
+                if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+                    raise ValueError(f'{self.name}: {name} ({alias}) is not a '
+                                     'linear layer')
+                parts, outputs = None, weight.shape[0]
+                if spec:
+                    if set(spec) - set(FUSED_PARTS) or outputs % 3 or len(
+                            set(spec)) != len(spec):
+                        raise ValueError(
+                            f'{self.name} target {target!r}: parts name '
+                            "distinct thirds of a fused qkv layer ('q', 'k', "
+                            f"'v'); got {spec!r} for {name} with {outputs} "
+                            'outputs')
+                    width = outputs // 3
+                    parts = [(p, FUSED_PARTS[p] * width, width) for p in spec]
+                yield name, layer, alias, parts
+
     # -- what a method does -------------------------------------------------
     def attach(self, host) -> None:
         """Build the method's modules and register them on ``host``."""
         raise NotImplementedError
+
+    def add_site_modules(self,
+                         host,
+                         build: Callable[[int, str, int], nn.Module],
+                         sites: Optional[Sequence[str]] = None) -> None:
+        """Put ``build(channels, site, stage index)`` at every site of every
+        block of ``host``.
+
+        Args:
+            host (nn.Module): The host backbone.
+            build (Callable): Builds one module; called once per block and
+                site.
+            sites (Sequence[str], optional): Block sites; None:
+                :meth:`resolve_sites`.
+        """
+        sites = self.resolve_sites(host) if sites is None else sites
+        for i, (channels, blocks) in enumerate(host.peft_stages()):
+            for j in range(len(blocks)):
+                for site in sites:
+                    host.add_site_module(i, j, site, build(channels, site, i))
 
     def site_forward(self, host, module: nn.Module, x, hw_shape):
         """Run the module at a block site: tokens [B, H*W, C] -> same."""
@@ -154,4 +359,7 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
     try:
         return cls(**cfg)
     except TypeError as error:
-        raise TypeError(f'{cls.__name__}: {error}') from error
+        message = str(error)  # name the method once
+        if not message.startswith(f'{cls.__name__}: '):
+            message = f'{cls.__name__}: {message}'
+        raise TypeError(message) from error

@@ -12,7 +12,6 @@ update each. The frozen layer keeps its name and its weights; the update is
 its child (``...attn.w_msa.qkv.lora_q.A``) and adds its output through a
 forward hook, until :meth:`LoRA.merge` folds it into the weight.
 """
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -20,16 +19,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-from .base import PEFTMethod, PEFTModule
+from .base import (LinearUpdate, LowRankInit, PEFTMethod, check_fraction,
+                   check_positive, check_positive_int)
 
 #: paper placements, the first that the host offers: attention q and v
 #: (Swin), the SS2D in/out projections (VMamba), the pointwise linears
 #: (ConvNeXt)
 DEFAULT_TARGETS = (('qkv:qv', ), ('in_proj', 'out_proj'), ('fc1', 'fc2'))
-_FUSED = dict(q=0, k=1, v=2)
 
 
-class LoRAUpdate(PEFTModule):
+class LoRAUpdate(LowRankInit, LinearUpdate):
     """``alpha / rank * B A x`` added to outputs ``[start, stop)`` of a
     frozen linear layer.
 
@@ -56,27 +55,10 @@ class LoRAUpdate(PEFTModule):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_parameters()
 
-    @torch.no_grad()
-    def reset_parameters(self):
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        nn.init.zeros_(self.B)
-
-    @torch.no_grad()
-    def switch_off(self):
-        self.B.zero_()
-
     def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
         """[..., in] -> [..., total]: the update, zero outside its slice."""
         y = F.linear(F.linear(self.dropout(x), self.A), self.B) * self.scale
         return F.pad(y, (self.start, total - self.start - y.shape[-1]))
-
-    def hook(self, layer: nn.Module, args, output: torch.Tensor):
-        """Forward hook of the frozen layer: adds the update."""
-        x = args[0]
-        if getattr(layer, 'channels_first', False):  # [B, C, H, W] maps
-            d = self.delta(x.permute(0, 2, 3, 1), output.shape[1])
-            return output + d.permute(0, 3, 1, 2)
-        return output + self.delta(x, output.shape[-1])
 
     @torch.no_grad()
     def merge_into(self, layer: nn.Module) -> None:
@@ -84,9 +66,7 @@ class LoRAUpdate(PEFTModule):
         time."""
         stop = self.start + self.B.shape[0]
         layer.weight[self.start:stop] += (self.B @ self.A) * self.scale
-        for key, hook in list(layer._forward_hooks.items()):
-            if getattr(hook, '__self__', None) is self:
-                del layer._forward_hooks[key]
+        self.unhook(layer)
 
 
 @PEFT_METHODS.register_module()
@@ -104,66 +84,32 @@ class LoRA(PEFTMethod):
             ``('fc1', 'fc2')`` the host offers.
     """
 
+    default_targets = DEFAULT_TARGETS
+
     def __init__(self,
                  rank: int = 8,
                  alpha: Optional[float] = None,
                  dropout: float = 0.,
                  targets: Optional[Sequence[str]] = None):
         super().__init__(sites=())
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
-            raise ValueError(f'LoRA rank must be a positive integer, got '
-                             f'{rank!r}')
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f'LoRA alpha must be positive, got {alpha!r}')
-        if not 0 <= dropout < 1:
-            raise ValueError(f'LoRA dropout must be in [0, 1), got '
-                             f'{dropout!r}')
-        if isinstance(targets, str):
-            raise TypeError("LoRA targets is a list of layer aliases such as "
-                            f"['fc1', 'fc2'], got {targets!r}")
+        check_positive_int(self.name, 'rank', rank)
+        if alpha is not None:
+            check_positive(self.name, 'alpha', alpha, ' or None (alpha = r)')
+        check_fraction(self.name, 'dropout', dropout)
         self.rank, self.dropout = rank, dropout
         self.alpha = float(rank if alpha is None else alpha)
-        self.targets = None if targets is None else tuple(targets)
-
-    def _targets(self, host):
-        if self.targets is not None:
-            return self.targets
-        for choice in DEFAULT_TARGETS:
-            if all(t.split(':')[0] in host.layer_aliases for t in choice):
-                return choice
-        raise ValueError(
-            f'LoRA has no default placement on {type(host).__name__} '
-            f'(layer aliases {tuple(host.layer_aliases)}); give targets')
+        self.targets = self.check_targets(targets)
 
     def attach(self, host) -> None:
-        for target in self._targets(host):
-            alias, _, parts = target.partition(':')
-            for name, layer in self.resolve_layers(host, alias).items():
-                if not isinstance(getattr(layer, 'weight', None),
-                                  torch.Tensor) or layer.weight.dim() != 2:
-                    raise ValueError(f'LoRA: {name} ({alias}) is not a '
-                                     'linear layer')
-                out_features, in_features = layer.weight.shape
-                slices = [('lora', 0, out_features)]
-                if parts:
-                    width = out_features // 3
-                    bad = set(parts) - set(_FUSED)
-                    if bad or out_features % 3:
-                        raise ValueError(
-                            f'LoRA target {target!r}: parts name thirds of a '
-                            "fused qkv layer ('q', 'k', 'v'); got "
-                            f'{parts!r} for {name} with {out_features} '
-                            'outputs')
-                    slices = [(f'lora_{p}', _FUSED[p] * width, width)
-                              for p in parts]
-                for child, start, width in slices:
-                    update = LoRAUpdate(in_features, width, self.rank,
-                                        self.alpha, start, self.dropout)
-                    layer.add_module(child, update)
-                    layer.register_forward_hook(update.hook)
+        for _, layer, _, parts in self.linear_targets(host):
+            out_features, in_features = layer.weight.shape
+            slices = [('lora', 0, out_features)] if parts is None else [
+                (f'lora_{p}', start, width) for p, start, width in parts
+            ]
+            for child, start, width in slices:
+                LoRAUpdate(in_features, width, self.rank, self.alpha, start,
+                           self.dropout).hook_into(layer, child)
 
     def merge(self, host) -> None:
         """Fold every update into its frozen layer; outputs are unchanged."""
-        for name, module in list(host.named_modules()):
-            if isinstance(module, LoRAUpdate):
-                module.merge_into(host.get_submodule(name.rpartition('.')[0]))
+        LoRAUpdate.merge_all(host)

@@ -23,6 +23,9 @@ __all__ += [
     'tiny_convnext_kwargs', 'tiny_convnext_state_dict'
 ]
 from .peft import switch_off  # noqa: E402
+from .remote_sensing import make_loveda, make_potsdam  # noqa: E402
 from .tools import check_ok, run_tool  # noqa: E402
 
-__all__ += ['switch_off', 'check_ok', 'run_tool']
+__all__ += [
+    'switch_off', 'check_ok', 'run_tool', 'make_loveda', 'make_potsdam'
+]

@@ -10,6 +10,7 @@ A row matches when both print the same at 0.1M.
 Examples::
 
     python tools/analysis/params_table.py                  # markdown
+    python tools/analysis/params_table.py --format grid    # per paper table
     python tools/analysis/params_table.py --format json
     python tools/analysis/params_table.py configs/lora configs/mona
 """
@@ -31,6 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
            'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
 BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B')
+DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA')
 
 
 def parse_args(argv=None):
@@ -43,7 +45,12 @@ def parse_args(argv=None):
         help='metafile.yml files or config folders (default: every '
         'metafile model-index.yml imports)')
     parser.add_argument(
-        '--format', choices=('markdown', 'json'), default='markdown')
+        '--format',
+        choices=('markdown', 'grid', 'json'),
+        default='markdown',
+        help="markdown: one row per config; grid: one table per paper "
+        "table, methods by backbone (or data set), each cell 'ours / paper' "
+        'in millions with the config linked; json: the rows')
     parser.add_argument(
         '--out', help='also write the table to this file')
     return parser.parse_args(argv)
@@ -108,6 +115,7 @@ def rows(metafiles):
                     backbone=model['Metadata']['Architecture'][0],
                     task=_task(model),
                     config=model['Config'],
+                    data=model['Metadata'].get('Training Data'),
                     trainable=trainable,
                     ours_m=round(trainable / 1e6, 3),
                     paper_m=paper,
@@ -143,7 +151,8 @@ def markdown(table_rows) -> str:
     for r in table_rows:
         lines.append(
             f"| {r['table']} | {r['method']} | {r['backbone']} | {r['task']} "
-            f"| `{osp.basename(r['config'])}` | {r['trainable']:,} "
+            f"| [{osp.basename(r['config'])}]({r['config']}) "
+            f"| {r['trainable']:,} "
             f"| {r['ours_m']:.2f} | {_paper(r['paper_m'])} "
             f"| {_MATCH[r['match']]} |")
     printed = [r for r in table_rows if r['paper_m'] is not None]
@@ -154,11 +163,58 @@ def markdown(table_rows) -> str:
     return '\n'.join(lines)
 
 
+def _cell(row) -> str:
+    mark = '' if row['match'] in (True, None) else ' (!)'
+    return (f"[{row['ours_m']:.2f} / {_paper(row['paper_m'])}]"
+            f"({row['config']}){mark}")
+
+
+def grid(table_rows) -> str:
+    """One markdown table per paper table: a row per method, a column per
+    backbone (per data set when one backbone runs on several); tables whose
+    rows a (method, column) pair does not name (ablations) stay flat."""
+    tables = {}
+    for row in table_rows:
+        tables.setdefault(row['table'], []).append(row)
+    out = []
+    for table, rows_ in tables.items():
+        by = 'data' if len({r['backbone'] for r in rows_}) == 1 and \
+            len({r['data'] for r in rows_}) > 1 else 'backbone'
+        order = DATASETS if by == 'data' else BACKBONES
+        columns = sorted(
+            dict.fromkeys(r[by] for r in rows_),
+            key=lambda c: order.index(c) if c in order else len(order))
+        cells = {(r['method'], r[by]): r for r in rows_}
+        tasks = ', '.join(
+            dict.fromkeys(r['task'] for c in columns for r in rows_
+                          if r[by] == c))
+        out.append(f'**Table {table}** ({tasks}): # P ours / paper (M)')
+        out.append('')
+        if len(cells) < len(rows_):
+            out.append(markdown(rows_).rsplit('\n\n', 1)[0])
+        else:
+            out.append('| method | ' + ' | '.join(columns) + ' |')
+            out.append('|---|' + '---|' * len(columns))
+            methods = sorted(
+                dict.fromkeys(r['method'] for r in rows_),
+                key=lambda m: METHODS.index(m)
+                if m in METHODS else len(METHODS))
+            for method in methods:
+                out.append(f'| {method} | ' + ' | '.join(
+                    _cell(cells[method, c]) if (method, c) in cells else '-'
+                    for c in columns) + ' |')
+        out.append('')
+    printed = [r for r in table_rows if r['paper_m'] is not None]
+    out.append(f"{sum(r['match'] for r in printed)} of {len(printed)} rows "
+               'with a paper # P print it at 0.1M; (!) marks the others.')
+    return '\n'.join(out)
+
+
 def main(argv=None):
     args = parse_args(argv)
     table_rows = rows(_metafiles(args.sources))
-    text = json.dumps(table_rows, indent=1) if args.format == 'json' \
-        else markdown(table_rows)
+    text = dict(json=lambda r: json.dumps(r, indent=1), grid=grid,
+                markdown=markdown)[args.format](table_rows)
     print(text)
     if args.out:
         with open(args.out, 'w') as f:

@@ -27,6 +27,8 @@ def mixer_mlp_sites(mixer: str) -> Dict[str, str]:
     * ``pre_<mixer>`` / ``pre_mlp``: the branch input, before its norm (the
       residual keeps the stream);
     * ``<mixer>_in`` / ``mlp_in``: the normalised input of the mixer / MLP;
+    * ``<mixer>_out`` / ``mlp_out``: the output of the mixer / MLP branch
+      (drop path applied), before the residual add;
     * ``post_<mixer>`` / ``post_mlp``: after the residual add (held in
       ``adapter1`` / ``adapter2``);
     * ``mlp_parallel``: reads the stream before ``norm2``, its output is
@@ -35,9 +37,11 @@ def mixer_mlp_sites(mixer: str) -> Dict[str, str]:
     return {
         f'pre_{mixer}': f'pre_{mixer}_adapter',
         f'{mixer}_in': f'{mixer}_in_adapter',
+        f'{mixer}_out': f'{mixer}_out_adapter',
         f'post_{mixer}': 'adapter1',
         'pre_mlp': 'pre_mlp_adapter',
         'mlp_in': 'mlp_in_adapter',
+        'mlp_out': 'mlp_out_adapter',
         'mlp_parallel': 'mlp_adapter',
         'post_mlp': 'adapter2'
     }
@@ -151,6 +155,11 @@ class PEFTHostMixin:
             raise ValueError(f'{site} of stage {stage} block {block} is '
                              f'taken by {type(blk._modules[attr]).__name__}')
         blk.add_module(attr, module)
+
+    def add_frozen_parameters(self, names: Sequence[str]) -> None:
+        """Count parameters a method created inside frozen layers (e.g. the
+        bias a merge adds) as frozen backbone weights."""
+        self._pretrained_names = self._pretrained_names | frozenset(names)
 
     def named_layers(self, alias: str) -> 'OrderedDict[str, nn.Module]':
         """The layers ``layer_aliases[alias]`` names, by module name."""

@@ -17,7 +17,11 @@ class Swin(PEFTHostMixin, SwinTransformer):
     """mmseg's Swin Transformer as a PEFT host (mmseg and mmdet).
 
     Sites: :func:`mixer_mlp_sites` of ``'attn'`` (``post_attn`` after the
-    attention residual, ``post_mlp`` after the MLP residual, ...). Layers:
+    attention residual, ``post_mlp`` after the MLP residual, ...), and
+    ``attn_prompts``: a module there takes part in the attention itself; it
+    is called as ``module(block, x, hw_shape)`` with the normalised tokens
+    in place of ``block.attn(x, hw_shape)`` and returns the attention branch
+    (drop path included), e.g. VPT's prompt tokens in every window. Layers:
     ``qkv``, ``proj``, ``fc1``, ``fc2``. New layers: the output norms
     ``norm<i>``.
 
@@ -36,7 +40,7 @@ class Swin(PEFTHostMixin, SwinTransformer):
     Returns (forward): list of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
-    block_sites = mixer_mlp_sites('attn')
+    block_sites = dict(mixer_mlp_sites('attn'), attn_prompts='attn_prompts')
     layer_aliases = dict(
         qkv=_BLOCKS + 'attn.w_msa.qkv',
         proj=_BLOCKS + 'attn.w_msa.proj',
@@ -96,11 +100,21 @@ class Swin(PEFTHostMixin, SwinTransformer):
         """One block with the method's sites; x: [B, H*W, C] -> same."""
         h = self.site(block, 'pre_attn', x, hw_shape)
         h = self.site(block, 'attn_in', block.norm1(h), hw_shape)
-        x = x + block.attn(h, hw_shape)  # drop path inside
+        prompts = block._modules.get(self.block_sites['attn_prompts'])
+        if prompts is None:
+            h = block.attn(h, hw_shape)  # drop path inside
+        else:
+            h = prompts(block, h, hw_shape)
+        x = x + self.site(block, 'attn_out', h, hw_shape)
         x = self.site(block, 'post_attn', x, hw_shape)
         h = self.site(block, 'pre_mlp', x, hw_shape)
         h = self.site(block, 'mlp_in', block.norm2(h), hw_shape)
-        out = block.ffn(h, identity=x)
+        if self.has_site(block, 'mlp_out'):
+            ffn = block.ffn  # mmcv's FFN without its identity add
+            h = ffn.dropout_layer(ffn.gamma2(ffn.layers(h)))
+            out = x + self.site(block, 'mlp_out', h, hw_shape)
+        else:
+            out = block.ffn(h, identity=x)
         if self.has_site(block, 'mlp_parallel'):
             out = out + self.site(block, 'mlp_parallel', x, hw_shape)
         return self.site(block, 'post_mlp', out, hw_shape)

@@ -436,11 +436,12 @@ class VMamba(PEFTHostMixin, BaseModule):
         """One block with the method's sites; x: [B, C, H, W] -> same."""
         h = self.site_map(block, 'pre_ssm', x)
         h = self.site_map(block, 'ssm_in', block.norm(h))
-        x = x + block.drop_path(block.op(h))
+        x = x + self.site_map(block, 'ssm_out', block.drop_path(block.op(h)))
         x = self.site_map(block, 'post_ssm', x)
         h = self.site_map(block, 'pre_mlp', x)
         h = self.site_map(block, 'mlp_in', block.norm2(h))
-        out = x + block.drop_path(block.mlp(h))
+        h = self.site_map(block, 'mlp_out', block.drop_path(block.mlp(h)))
+        out = x + h
         if self.has_site(block, 'mlp_parallel'):
             out = out + self.site_map(block, 'mlp_parallel', x)
         return self.site_map(block, 'post_mlp', out)
