@@ -1,6 +1,7 @@
 """The comparison methods' configs: each is its full fine-tuning sibling with
 a method (and the method's learning rate), every row of the paper's Tables
-1, 2, 3, 8 and 10 has one, and every trainable count prints the paper's # P.
+1, 2, 3, 4, 7, 8 and 10 has one, and every trainable count prints the
+paper's # P.
 """
 import importlib.util
 import json
@@ -42,6 +43,13 @@ for method in ('adaptformer', 'repadapter', 'lorand', 'snell', 'mona'):
 for method in ('vpt', 'lora', 'adaptformer', 'repadapter', 'lorand', 'snell',
                'mona'):  # Table 10
     ROWS[method] += [('swin-b', POTSDAM), ('swin-b', LOVEDA)]
+SETR = '_setr-pup_8xb2-160k_ade20k-512x512.py'
+CLASSIFICATION = [f'_8xb128-100e_{s}.py'
+                  for s in ('cifar100', 'svhn', 'food101', 'imagenet-r')]
+ROWS['vpt'].append(('vit-l', SETR))  # Table 7
+for method in ('vpt', 'lora', 'adaptformer', 'repadapter', 'lorand', 'snell',
+               'mona'):  # Table 4
+    ROWS[method] += [('vit-b-mae', t) for t in CLASSIFICATION]
 EXPECTED = sorted(f'{m}/{m}_{b}{t}' for m, rows in ROWS.items()
                   for b, t in rows)
 
@@ -58,6 +66,11 @@ NO_EXACT_FIT = {
        for t in (ADE, MRCNN, PANOPTIC)},
     **{f'snell/snell_convnext-b{t}': 6_320_640
        for t in (ADE, MRCNN, PANOPTIC)},
+    # Table 4 counts a 1000-class head: 2,985,984 + 769,000
+    **{f'snell/snell_vit-b-mae{t}': 3_754_984
+       for t in CLASSIFICATION},
+    # Table 7 counts the SETR-PUP heads: 245,760 + 13,143,640
+    f'vpt/vpt_vit-l{SETR}': 13_389_400,
 }
 
 

@@ -12,10 +12,11 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.models import ConvNeXt, Swin, VMamba
+from mmparax.models import ConvNeXt, Swin, ViT, VMamba
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off, tiny_convnext_kwargs, tiny_swin_kwargs
+from mmparax.testing.vit import tiny_vit_kwargs
 
 HOSTS = {
     'Swin': (Swin, tiny_swin_kwargs(depths=(2, 2, 3, 2)), (2, 3, 75, 90)),
@@ -23,6 +24,8 @@ HOSTS = {
     'VMamba': (VMamba,
                dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0),
                     drop_path_rate=0.1), (2, 3, 64, 56)),
+    # featmap outputs of blocks 1 and 3: two block groups; a 5 x 7 patch grid
+    'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
 }
 # Every method at small widths (no dropout: the checkpointing test runs two
 # models one after the other), and the hosts it applies to.
@@ -38,7 +41,7 @@ METHODS = {
     'CoLoRA': dict(type='CoLoRA', rank=4),
     'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
 }
-ONLY_ON = {'VPT': ('Swin', ), 'CoLoRA': ('ConvNeXt', )}
+ONLY_ON = {'VPT': ('Swin', 'ViT'), 'CoLoRA': ('ConvNeXt', )}
 PAIRS = [(m, h) for m in METHODS for h in HOSTS
          if h in ONLY_ON.get(m, HOSTS)]
 # prompt tokens always take part in attention: no value makes VPT a no-op
@@ -74,6 +77,9 @@ def upstream(host, plain):
         kwargs = dict(HOSTS[host][1])
         kwargs['out_indices'] = list(kwargs['out_indices'])
         model = Upstream(gap_before_final_norm=False, **kwargs)
+    elif host == 'ViT':
+        from mmpretrain.models.backbones import VisionTransformer
+        model = VisionTransformer(**HOSTS[host][1])
     else:
         return None  # VMamba is ours; the plain host is the reference
     model.load_state_dict(plain.state_dict())
@@ -322,7 +328,7 @@ def test_residual_sites_receive_the_residual_stream(host):
     block = blocks[0]
     seen_input = {}
     first = {'Swin': 'norm1', 'ConvNeXt': 'depthwise_conv',
-             'VMamba': 'norm'}[host]
+             'VMamba': 'norm', 'ViT': 'ln1'}[host]
     getattr(block, first).register_forward_pre_hook(
         lambda m, args: seen_input.setdefault('x', args[0]))
     with torch.no_grad():
@@ -338,6 +344,12 @@ def test_residual_sites_receive_the_residual_stream(host):
         elif host == 'ConvNeXt':
             torch.testing.assert_close(block.adapter.seen,
                                        _tokens(block(x)))
+        elif host == 'ViT':  # patch tokens only: the class token bypasses
+            a1 = x + block.attn(block.ln1(x))
+            torch.testing.assert_close(block.adapter1.seen, a1[:, 1:])
+            y = torch.cat((a1[:, :1], 2 * a1[:, 1:]), dim=1)
+            a2 = block.ffn(block.ln2(y), identity=y)
+            torch.testing.assert_close(block.adapter2.seen, a2[:, 1:])
         else:
             a1 = x + block.op(block.norm(x))
             torch.testing.assert_close(block.adapter1.seen, _tokens(a1))

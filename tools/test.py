@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint with an mmparax (mmseg / mmdet) config."""
+"""Evaluate a checkpoint with an mmparax (mmseg / mmdet / mmpretrain)
+config."""
 import argparse
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
@@ -23,9 +24,21 @@ def parse_args(argv=None):
     parser.add_argument(
         '--show-dir',
         help='folder to save painted predictions into (mmseg paints every '
-        'default_hooks.visualization.interval-th image, 50 by default)')
+        'default_hooks.visualization.interval-th image, 50 by default; '
+        'mmpretrain every interval-th, 5000 by default)')
     add_run_arguments(parser)
     return parse_run_args(parser, argv)
+
+
+def set_cls_show_dir(cfg, show_dir):
+    """``--show-dir`` for mmpretrain configs: its ``VisualizationHook``
+    paints only when enabled, into ``out_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError('--show-dir needs a visualization hook in '
+                           "default_hooks (mmpretrain's VisualizationHook)")
+    hook['enable'] = True
+    hook['out_dir'] = show_dir
 
 
 def main(argv=None):
@@ -37,7 +50,9 @@ def main(argv=None):
         cfg.partial_load = True
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    if args.show_dir:
+    if args.show_dir and cfg.get('default_scope') == 'mmpretrain':
+        set_cls_show_dir(cfg, args.show_dir)
+    elif args.show_dir:
         set_show_dir(cfg, args.show_dir)
     if args.out:
         set_out(cfg, args.out)

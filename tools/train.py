@@ -1,4 +1,5 @@
-"""Train a segmentor or detector from an mmparax (mmseg / mmdet) config."""
+"""Train a segmentor, detector or classifier from an mmparax (mmseg / mmdet /
+mmpretrain) config."""
 import argparse
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)

@@ -7,13 +7,13 @@ from .mona import Mona, MonaAdapter
 from .parax import ExpertCenter, ParaX, ParaXAdapter, dynamic_depthwise_conv
 from .repadapter import RepAdapter, RepAdapterModule
 from .snell import SNELL, SNELLUpdate
-from .vpt import VPT, Prompts, WindowPrompts
+from .vpt import VPT, PrependedPrompts, Prompts, WindowPrompts
 
 __all__ = [
     'PEFTMethod', 'PEFTModule', 'LinearUpdate', 'build_peft_method',
     'ExpertCenter', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv', 'VPT',
-    'Prompts', 'WindowPrompts', 'LoRA', 'LoRAUpdate', 'AdaptFormer',
-    'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule', 'LoRand',
-    'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
+    'Prompts', 'WindowPrompts', 'PrependedPrompts', 'LoRA', 'LoRAUpdate',
+    'AdaptFormer', 'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule',
+    'LoRand', 'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
     'CoLoRAPointwise', 'Mona', 'MonaAdapter'
 ]

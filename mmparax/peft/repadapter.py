@@ -187,6 +187,12 @@ class RepAdapter(PEFTMethod):
     def _merge_plan(self, host) -> List[Tuple[nn.Module, str, str, str]]:
         """``(block, attribute, site, name of the reading layer)`` of every
         adapter; raises, changing nothing, when one cannot be folded."""
+        if getattr(host, 'num_extra_tokens', 0):
+            raise ValueError(
+                f'RepAdapter cannot be merged exactly on '
+                f'{type(host).__name__}: its adapters act on the patch '
+                'tokens only (the class token bypasses them), but a merged '
+                'qkv / fc1 would act on the class token too.')
         names = {id(m): n for n, m in host.named_modules()}
         layer_names: Dict[str, List[str]] = {}
         plan = []

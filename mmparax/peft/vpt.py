@@ -13,6 +13,11 @@ tokens, and every window of N = w*w normalised tokens ``X`` attends to
 with ``B`` the window's relative position bias and ``M`` the shifted-window
 mask (both N x N): prompts get no position bias and are never masked, and
 every window, padded ones included, sees the same prompts.
+
+On a plain ViT they are ordinary tokens: before each block the prompts are
+inserted after the class token, ``[x_cls; P; X]``, the block runs on the
+longer sequence, and their outputs are dropped after it (the next block
+gets its own).
 """
 import math
 from typing import Optional
@@ -121,6 +126,34 @@ class WindowPrompts(Prompts):
         return attn.drop(x)
 
 
+class PrependedPrompts(Prompts):
+    """Prompts prepended to the tokens of a ViT block (after the class
+    token).
+
+    Called by the host before the block; the host removes the prompts'
+    outputs after it. Dropout acts on the prompts of each sample (on
+    [B, p, C]), as in the official ViT code.
+    """
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompts.shape[0]
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """``x`` with the prompts inserted before token ``start``.
+
+        Args:
+            x (Tensor): Tokens [B, L, C] (class token first).
+            start (int): Where the prompts go (1 after a class token).
+
+        Returns:
+            Tensor: [B, L + p, C].
+        """
+        prompts = self.dropout(self.prompts.expand(x.shape[0], -1, -1))
+        return torch.cat((x[:, :start], prompts.to(x.dtype), x[:, start:]),
+                         dim=1)
+
+
 def shift_window_mask(H: int, W: int, size: int, shift: int,
                       device=None) -> torch.Tensor:
     """mmseg's shifted-window mask of an [H, W] map (multiples of ``size``)
@@ -184,8 +217,10 @@ class VPT(PEFTMethod):
 
     Placement: Swin, one :class:`WindowPrompts` [p, C] per block at the
     ``attn_prompts`` site (prompts join every attention window; see the
-    module docstring). ConvNeXt and VMamba have no attention over tokens
-    and raise. Trainable: p * C per block.
+    module docstring); ViT, one :class:`PrependedPrompts` [p, C] per block
+    at the ``prompts`` site (prepended after the class token, removed after
+    the block). ConvNeXt and VMamba have no attention over tokens and raise.
+    Trainable: p * C per block.
 
     The prompts start uniform in ``[-v, v]``,
     ``v = sqrt(6 / (3 * patch_h * patch_w + C_0))`` with the host's patch
@@ -194,8 +229,12 @@ class VPT(PEFTMethod):
 
     Paper: M. Jia, L. Tang, B.-C. Chen, C. Cardie, S. Belongie,
     B. Hariharan, S.-N. Lim, "Visual Prompt Tuning", ECCV 2022. Code:
-    https://github.com/KMnP/vpt (``PromptedSwinTransformer``). The official
-    default is p = 5; p = 10 gives the ParaX paper's # P.
+    https://github.com/KMnP/vpt (``PromptedSwinTransformer``,
+    ``PromptedTransformer``). The official default is p = 5; p = 10 gives
+    the ParaX paper's # P. On ViT the prompts' outputs reach no output:
+    the official code reads the class token (as ``out_type='cls_token'``);
+    its MAE variant by default averages patch and prompt tokens, while
+    ``out_type='avg_featmap'`` averages the patch tokens only.
 
     Args:
         num_tokens (int): p, prompts per block. Default: 10.
@@ -205,7 +244,8 @@ class VPT(PEFTMethod):
     """
 
     #: (site, module): the first placement the host offers is taken
-    placements = (('attn_prompts', WindowPrompts), )
+    placements = (('attn_prompts', WindowPrompts),
+                  ('prompts', PrependedPrompts))
 
     def __init__(self,
                  num_tokens: int = 10,

@@ -96,6 +96,34 @@ def paper_figures(config):
     return None, None, reason
 
 
+#: what a paper's # P counts (``Trainable Parameters Scope`` of a metafile
+#: entry): the trainable backbone (the default), the whole model with its
+#: heads (Table 7), or the backbone plus a 1000-class linear head (Table 4)
+SCOPES = ('backbone', 'model', 'backbone and a 1000-class head')
+
+
+def paper_scope(entry: dict) -> str:
+    """The :data:`SCOPES` entry of a metafile model (``'backbone'`` when it
+    names none)."""
+    scope = (entry or {}).get('Metadata', {}).get(
+        'Trainable Parameters Scope', 'backbone')
+    if scope not in SCOPES:
+        raise ValueError(f"{entry['Name']}: Trainable Parameters Scope must "
+                         f'be one of {SCOPES}, got {scope!r}')
+    return scope
+
+
+def scoped_count(scope: str, model) -> int:
+    """The trainable parameters of ``model`` (a built config model) that
+    ``scope`` counts."""
+    backbone = getattr(model, 'backbone', model)
+    trainable = model if scope == 'model' else backbone
+    n = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
+    if scope == SCOPES[2]:
+        n += 1000 * (backbone.embed_dims + 1)
+    return n
+
+
 def metafile_models(metafile: str) -> Iterator[dict]:
     """The ``Models`` entries of ``metafile``."""
     with open(metafile) as f:

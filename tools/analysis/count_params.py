@@ -19,7 +19,8 @@ from mmengine.config import Config, DictAction
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.utils import backbone_components, build_config_model
-from mmparax.utils.paper import paper_figures
+from mmparax.utils.paper import (paper_entry, paper_figures, paper_scope,
+                                 scoped_count)
 
 
 def parse_args(argv=None):
@@ -79,13 +80,15 @@ def main(argv=None):
     result = count(model)
     if args.paper:
         millions, name, reason = paper_figures(args.config)
+        scope = paper_scope(paper_entry(args.config))
+        ours = scoped_count(scope, model)
+        result['paper_scope'] = scope
         result['paper_trainable_backbone_m'] = millions
         if millions is None:
             result['difference_m'] = None
             result['paper_reason'] = reason
         else:
-            result['difference_m'] = round(
-                result['trainable_backbone'] / 1e6 - millions, 4)
+            result['difference_m'] = round(ours / 1e6 - millions, 4)
 
     if args.json:
         print(json.dumps(result))
@@ -104,9 +107,10 @@ def main(argv=None):
     if args.paper and millions is None:
         print(f'paper # P:          {reason}')
     elif args.paper:
-        print(f'paper # P (M):      {millions} ({name}); ours '
-              f'{result["trainable_backbone"] / 1e6:.2f}, difference '
-              f'{result["difference_m"]:+.3f}')
+        what = 'whole model, heads included' if scope == 'model' \
+            else scope
+        print(f'paper # P (M):      {millions} ({name}; {what}); ours '
+              f'{ours / 1e6:.2f}, difference {result["difference_m"]:+.3f}')
     return result
 
 

@@ -5,7 +5,10 @@ imports, or the folders / metafiles given), builds each backbone on the CPU
 without its checkpoint and prints one row per config: the paper's table, the
 method, the backbone, the task, the exact trainable count, the count in
 millions and the paper's figure (``Trainable Parameters`` of the metafile).
-A row matches when both print the same at 0.1M.
+A row matches when both print the same at 0.1M. A metafile entry's
+``Trainable Parameters Scope`` says what the paper counted where it is not
+the backbone alone: ``model`` (the heads too, Table 7) or ``backbone and a
+1000-class head`` (Table 4); the count is taken the same way.
 
 Examples::
 
@@ -25,14 +28,17 @@ from mmengine.config import Config
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.utils import build_config_model
-from mmparax.utils.paper import metafile_models, parse_millions
+from mmparax.utils.paper import (metafile_models, paper_scope, parse_millions,
+                                 scoped_count)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # the order of the paper's rows
 METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
            'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
-BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B')
-DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA')
+BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B',
+             'ViT-B', 'ViT-L')
+DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA', 'CIFAR-100', 'SVHN',
+            'Food-101', 'ImageNet-R')
 
 
 def parse_args(argv=None):
@@ -101,11 +107,11 @@ def rows(metafiles):
             config = osp.join(ROOT, model['Config']) \
                 if not osp.isabs(model['Config']) else model['Config']
             cfg = Config.fromfile(config)
+            scope = paper_scope(model)
             with contextlib.redirect_stdout(sys.stderr):
-                backbone = build_config_model(cfg, backbone_only=True)
-            trainable = sum(p.numel() for p in backbone.parameters()
-                            if p.requires_grad)
-            del backbone
+                built = build_config_model(cfg, backbone_only=scope != 'model')
+            trainable = scoped_count(scope, built)
+            del built
             paper = model['Metadata'].get('Trainable Parameters')
             paper = None if paper is None else parse_millions(paper)
             out.append(
@@ -117,6 +123,7 @@ def rows(metafiles):
                     config=model['Config'],
                     data=model['Metadata'].get('Training Data'),
                     trainable=trainable,
+                    scope=scope,
                     ours_m=round(trainable / 1e6, 3),
                     paper_m=paper,
                     match=None if paper is None else
@@ -136,6 +143,11 @@ def rows(metafiles):
 
 
 _MATCH = {True: 'yes', False: 'no', None: '-'}
+_SCOPE_MARKS = {
+    'backbone': '',
+    'model': ' (with heads)',
+    'backbone and a 1000-class head': ' (with a 1000-class head)'
+}
 
 
 def _paper(millions):
@@ -152,7 +164,7 @@ def markdown(table_rows) -> str:
         lines.append(
             f"| {r['table']} | {r['method']} | {r['backbone']} | {r['task']} "
             f"| [{osp.basename(r['config'])}]({r['config']}) "
-            f"| {r['trainable']:,} "
+            f"| {r['trainable']:,}{_SCOPE_MARKS[r.get('scope', 'backbone')]} "
             f"| {r['ours_m']:.2f} | {_paper(r['paper_m'])} "
             f"| {_MATCH[r['match']]} |")
     printed = [r for r in table_rows if r['paper_m'] is not None]
@@ -165,6 +177,7 @@ def markdown(table_rows) -> str:
 
 def _cell(row) -> str:
     mark = '' if row['match'] in (True, None) else ' (!)'
+    mark = _SCOPE_MARKS[row.get('scope', 'backbone')] + mark
     return (f"[{row['ours_m']:.2f} / {_paper(row['paper_m'])}]"
             f"({row['config']}){mark}")
 

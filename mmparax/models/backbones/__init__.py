@@ -1,10 +1,11 @@
 from .convnext import ConvNeXt
 from .host import PEFTBackboneMixin, PEFTHostMixin
-from .parax_aliases import ParaXConvNeXt, ParaXSwin, ParaXVMamba
+from .parax_aliases import ParaXConvNeXt, ParaXSwin, ParaXViT, ParaXVMamba
 from .swin import Swin
+from .vit import ViT
 from .vmamba import VMamba
 
 __all__ = [
     'ConvNeXt', 'PEFTBackboneMixin', 'PEFTHostMixin', 'ParaXConvNeXt',
-    'ParaXSwin', 'ParaXVMamba', 'Swin', 'VMamba'
+    'ParaXSwin', 'ParaXViT', 'ParaXVMamba', 'Swin', 'ViT', 'VMamba'
 ]

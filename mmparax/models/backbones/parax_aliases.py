@@ -1,14 +1,15 @@
 """The backbone names of the first release, kept for existing configs.
 
 ``type='mmparax.ParaXSwin', parax=dict(...)`` is the same model as
-``type='mmparax.Swin', peft=dict(type='ParaX', ...)``; likewise ConvNeXt and
-VMamba.
+``type='mmparax.Swin', peft=dict(type='ParaX', ...)``; likewise ConvNeXt,
+VMamba and ViT.
 """
 from typing import Optional
 
 from mmparax.registry import MODELS
 from .convnext import ConvNeXt
 from .swin import Swin
+from .vit import ViT
 from .vmamba import VMamba
 
 
@@ -51,3 +52,11 @@ class ParaXVMamba(VMamba):
 
     def __init__(self, parax: Optional[dict] = None, **kwargs):
         super().__init__(peft=_parax('ParaXVMamba', parax, kwargs), **kwargs)
+
+
+@MODELS.register_module()
+class ParaXViT(ViT):
+    """:class:`ViT` with ParaX: ``ParaXViT(parax=dict(...))``."""
+
+    def __init__(self, parax: Optional[dict] = None, **kwargs):
+        super().__init__(peft=_parax('ParaXViT', parax, kwargs), **kwargs)
