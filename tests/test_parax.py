@@ -36,6 +36,7 @@ VARIANTS = {
     'top1': dict(top_k=1),
     'no_scales': dict(layer_scale=None, res_scale=None),
     'ls_1e-5': dict(layer_scale=1e-5, res_scale=None),
+    'rs_only': dict(layer_scale=None, res_scale=0.5),
 }
 
 
@@ -48,6 +49,96 @@ def test_matches_literal_reference(name):
     ref = reference_forward(adapter, center, x, HW)
     assert out.shape == x.shape
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def _grads(loss, tensors):
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g
+            for t, g in zip(tensors, grads)]
+
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_gradients_match_literal_reference(name):
+    adapter, center = build(**VARIANTS[name])
+    perturb(adapter, center)
+    x = torch.randn(3, HW[0] * HW[1], 12, dtype=torch.float64,
+                    requires_grad=True)
+    names = ['x'] + [n for n, _ in adapter.named_parameters()] + \
+        [f'center.{n}' for n, _ in center.named_parameters()]
+    tensors = [x, *adapter.parameters(), *center.parameters()]
+    ours = _grads(adapter(x, HW, center).square().sum(), tensors)
+    ref = _grads(
+        reference_forward(adapter, center, x, HW).square().sum(), tensors)
+    for name, a, b in zip(names, ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+
+
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward."""
+
+    def __init__(self):
+        self.storages = {}
+
+    def pack(self, t):
+        self.storages[t.untyped_storage().data_ptr()] = t.nbytes
+        return t
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(
+            self.pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+    @property
+    def total(self):
+        return sum(self.storages.values())
+
+
+def test_with_cp_same_outputs_and_gradients_less_memory():
+    adapter, center = build()
+    perturb(adapter, center)
+    cp_adapter, _ = build(with_cp=True)
+    cp_adapter.load_state_dict(adapter.state_dict())
+    assert cp_adapter.with_cp and 'with_cp=True' in repr(cp_adapter)
+    x = torch.randn(3, HW[0] * HW[1], 12, dtype=torch.float64,
+                    requires_grad=True)
+    results = []
+    for module in (adapter, cp_adapter):
+        center.zero_grad()
+        tensors = [x, *module.parameters(), *center.parameters()]
+        with SavedBytes() as saved:
+            out = module(x, HW, center)
+        results.append((out, _grads(out.square().sum(), tensors),
+                        saved.total))
+    (out, grads, plain), (cp_out, cp_grads, checkpointed) = results
+    torch.testing.assert_close(cp_out, out, rtol=0, atol=0)
+    for a, b in zip(cp_grads, grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # only the input (and nothing of the adapter's inner activations)
+    assert checkpointed <= x.nbytes < plain / 5
+
+
+def test_with_cp_trains_inside_a_frozen_host():
+    from mmparax.models import Swin
+    from mmparax.testing import tiny_swin_kwargs
+    torch.manual_seed(0)
+    model = Swin(peft=dict(type='ParaX', rank=8, with_cp=True),
+                 **tiny_swin_kwargs(drop_path_rate=0.0))
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    # a random readout: the mean of a LayerNorm output has no gradient
+    sum((o * torch.randn_like(o)).sum() for o in model(x)).backward()
+    trainable = [(n, p) for n, p in model.named_parameters()
+                 if p.requires_grad]
+    assert trainable
+    for name, p in trainable:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        model.eval()
+        assert all(o.isfinite().all() for o in model(x))
 
 
 def test_gradients_reach_every_trainable_tensor():
@@ -160,6 +251,7 @@ def test_adapter_init_is_not_identity():
     (dict(router_hidden=0), 'router_hidden'),
     (dict(top_k=0), 'top_k'),
     (dict(expert_ratio=0), 'expert_ratio'),
+    (dict(with_cp=1), 'with_cp'),
 ])
 def test_invalid_settings_raise(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

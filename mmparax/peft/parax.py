@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 
 from mmparax.registry import PEFT_METHODS
@@ -86,11 +87,11 @@ def _check_kernel_sizes(kernel_sizes):
 def _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
                             router_hidden, router_act, top_k, layer_scale,
                             res_scale, layer_init, scale_attention=True,
-                            force_fp16=False):
+                            force_fp16=False, with_cp=False):
     """Raise naming the first :class:`ParaXAdapter` setting that is wrong."""
     for name, flag in (('with_conv', with_conv),
                        ('scale_attention', scale_attention),
-                       ('force_fp16', force_fp16)):
+                       ('force_fp16', force_fp16), ('with_cp', with_cp)):
         if not isinstance(flag, bool):
             raise TypeError(f'{name} must be True or False, got {flag!r}')
     _check_positive_int('rank', rank)
@@ -297,6 +298,10 @@ class ParaXAdapter(PEFTModule):
             float32 (names and counts unchanged). On other devices it does
             nothing. Default: False (the residual maths stays in the
             input's dtype, float32 under autocast).
+        with_cp (bool): Recompute the adapter's activations in the backward
+            pass (activation checkpointing) instead of keeping them: only
+            the input is saved, for about a third more adapter compute.
+            Outputs and gradients are unchanged. Default: False.
     """
 
     def __init__(self,
@@ -313,14 +318,15 @@ class ParaXAdapter(PEFTModule):
                  layer_scale: Optional[float] = 1.0,
                  res_scale: Optional[float] = 1.0,
                  layer_init: str = 'kaiming_uniform',
-                 force_fp16: bool = False):
+                 force_fp16: bool = False,
+                 with_cp: bool = False):
         super().__init__()
         _check_positive_int('dim', dim)
         _check_positive_int('num_experts', num_experts)
         _check_adapter_settings(rank, kernel_sizes, with_conv, layout,
                                 router_hidden, router_act, top_k,
                                 layer_scale, res_scale, layer_init,
-                                scale_attention, force_fp16)
+                                scale_attention, force_fp16, with_cp)
         if top_k is not None:
             if top_k > num_experts:
                 raise ValueError(
@@ -338,6 +344,7 @@ class ParaXAdapter(PEFTModule):
         self.top_k = top_k
         self.layer_init = layer_init
         self.force_fp16 = force_fp16
+        self.with_cp = with_cp
         self.num_groups = 2 + len(self.kernel_sizes)
         num_kernels = len(self.kernel_sizes)
 
@@ -433,7 +440,7 @@ class ParaXAdapter(PEFTModule):
                 scale attention bias (float16 under ``force_fp16``).
 
         Returns:
-            Tensor: [B, rank, H*W].
+            Tensor: [B, rank, H*W], the mixture plus ``x0``.
         """
         B, R, L = x0.shape
         grid = x0.view(B, R, *hw_shape)
@@ -450,14 +457,20 @@ class ParaXAdapter(PEFTModule):
             prev = dynamic_depthwise_conv(inp, kernel)
             outs.append(prev.view(B, R, L))
         if len(outs) == 1:
-            return outs[0]
+            return outs[0] + x0
         if self.scale_attn is None:
-            return sum(outs) / len(outs)
+            return sum(outs) / len(outs) + x0
         sa = self.scale_attn
         bias = sa.bias if cast is None else cast(sa.bias)
-        weights = torch.matmul(sa.weight, sum(outs)) + bias[:, None]
+        total = outs[0] + outs[1]
+        for o in outs[2:]:
+            total += o
+        weights = torch.matmul(sa.weight, total).add_(bias[:, None])
         weights = weights.softmax(dim=1)  # [B, num_kernels, L]
-        return sum(o * weights[:, i:i + 1] for i, o in enumerate(outs))
+        mixed = torch.addcmul(x0, outs[0], weights[:, :1])
+        for i, o in enumerate(outs[1:], 1):
+            mixed.addcmul_(o, weights[:, i:i + 1])
+        return mixed
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int],
                 center: ExpertCenter) -> torch.Tensor:
@@ -471,6 +484,12 @@ class ParaXAdapter(PEFTModule):
         Returns:
             Tensor: [B, L, C].
         """
+        if self.with_cp and torch.is_grad_enabled():
+            return cp.checkpoint(
+                self._dispatch, x, hw_shape, center, use_reentrant=False)
+        return self._dispatch(x, hw_shape, center)
+
+    def _dispatch(self, x, hw_shape, center):
         if self.force_fp16 and x.device.type == 'cuda':
             dtype = x.dtype
             with torch.autocast('cuda', dtype=torch.float16):
@@ -491,51 +510,87 @@ class ParaXAdapter(PEFTModule):
             gamma = self.norm_gamma
             x = F.layer_norm(x, (C, ), self.norm.weight * gamma,
                              self.norm.bias * gamma, self.norm.eps) + x
-        # The bottleneck runs channels first ([B, C, L]): the projections are
-        # batched matmuls and the convs need no layout copies.
-        x = x.transpose(1, 2)
+        # Tokens [B, L, C] are a channels-last [B, C, H, W] map: the static
+        # depthwise convs run on them without layout copies.
         if self.with_conv:
-            grid = x.reshape(B, C, *hw_shape)
-            x = (grid + self.dwconv1(grid)).flatten(2)
+            x = self._residual_dwconv(self.dwconv1, x, hw_shape, fp16)
         if fp16:  # the routed part starts from float16 features
             x = x.half()
 
-        down, up, kernels = center.mix(self.route(x.mean(dim=2)))
-        x = torch.bmm(down, x)  # [B, rank, L]
+        down, up, kernels = center.mix(self.route(x.mean(dim=1)))
+        # The routed bottleneck runs channels first ([B, rank, L]), the
+        # layout of the per-sample depthwise cascade.
+        x = torch.bmm(down, x.transpose(1, 2))
         # Without a conv branch the reference adds the projection to itself.
-        mixed = self._spatial_mix(x, kernels, hw_shape, half) \
-            if kernels else x
-        x = mixed + x
+        x = self._spatial_mix(x, kernels, hw_shape, half) if kernels \
+            else x + x
         if fp16:  # proj in float16 (bias included), as an autocast Linear
             x = x + (torch.matmul(self.proj.weight, x) +
                      half(self.proj.bias)[:, None])
-        else:
-            x = x + torch.matmul(self.proj.weight, x) + \
-                self.proj.bias[:, None]
-        x = torch.bmm(up, F.gelu(x))  # [B, C, L]
-        if self.with_conv:
-            grid = x.view(B, C, *hw_shape)
-            x = (grid + self.dwconv2(grid)).flatten(2)
+        else:  # x + proj(x) as one matmul
+            weight = self.proj.weight + torch.eye(
+                self.rank, dtype=x.dtype, device=x.device)
+            x = torch.baddbmm(self.proj.bias[:, None],
+                              weight.expand(B, -1, -1), x)
+        x = torch.bmm(up, F.gelu(x)).transpose(1, 2).contiguous()
+        if self.with_conv:  # x: [B, L, C]
+            x = self._residual_dwconv(self.dwconv2, x, hw_shape, fp16)
 
-        x = x.transpose(1, 2)  # [B, L, C]
-        if self.layer_scale_init is not None:
-            scale, bias = self.layer_scale, self.layer_bias
-            if fp16:
-                scale, bias = half(scale), half(bias)
-            x = torch.addcmul(bias, x, scale)
-        if self.res_scale_init is not None:
-            scale, bias = self.res_scale, self.res_bias
-            if fp16:
-                scale, bias = half(scale), half(bias)
-            shortcut = torch.addcmul(bias, shortcut, scale)
-        return x + shortcut
+        return self._residual_out(x, shortcut, half)
+
+    @staticmethod
+    def _residual_dwconv(conv, x, hw_shape, fp16=False):
+        """``x + conv(x)`` for tokens x: [B, L, C] -> [B, L, C].
+
+        The tokens are viewed as a channels-last map (no copy; the fast
+        layout of depthwise convs on CPUs); outside ``force_fp16`` the
+        identity is folded into the kernel.
+        """
+        B, L, C = x.shape
+        grid = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)
+        pad = conv.kernel_size[0] // 2
+        if fp16:
+            out = grid + conv(grid)
+        else:
+            identity = torch.zeros_like(conv.weight[0, 0])
+            identity[pad, pad] = 1
+            out = F.conv2d(grid, conv.weight + identity, conv.bias,
+                           padding=pad, groups=C)
+        return out.permute(0, 2, 3, 1).reshape(B, L, C)
+
+    def _residual_out(self, x, shortcut, cast=None):
+        """``x * layer_scale + layer_bias + shortcut * res_scale +
+        res_bias`` (each pair only if enabled); x, shortcut: [B, L, C].
+
+        ``cast`` (float16 under ``force_fp16``): the reference's order of
+        operations on cast scales and biases.
+        """
+        layer = None if self.layer_scale_init is None \
+            else (self.layer_scale, self.layer_bias)
+        res = None if self.res_scale_init is None \
+            else (self.res_scale, self.res_bias)
+        if cast is not None:
+            if layer is not None:
+                x = torch.addcmul(cast(layer[1]), x, cast(layer[0]))
+            if res is not None:
+                shortcut = torch.addcmul(cast(res[1]), shortcut, cast(res[0]))
+            return x + shortcut
+        if layer is None and res is None:
+            return x + shortcut
+        if res is None:
+            return torch.addcmul(layer[1], x, layer[0]).add_(shortcut)
+        if layer is None:
+            return torch.addcmul(res[1], shortcut, res[0]).add_(x)
+        return torch.addcmul(layer[1] + res[1], x,
+                             layer[0]).addcmul_(shortcut, res[0])
 
     def extra_repr(self):
         return (f'dim={self.dim}, rank={self.rank}, '
                 f'num_experts={self.num_experts}, '
                 f'kernel_sizes={self.kernel_sizes}, layout={self.layout!r}, '
                 f'router_act={self.router_act!r}, top_k={self.top_k}' +
-                (', force_fp16=True' if self.force_fp16 else ''))
+                (', force_fp16=True' if self.force_fp16 else '') +
+                (', with_cp=True' if self.with_cp else ''))
 
 
 # hosts whose force_fp16 no-op has been logged (once per model)
@@ -585,6 +640,9 @@ class ParaX(PEFTMethod):
             reference's ``parax_force_fp16`` (see :class:`ParaXAdapter`);
             elsewhere a no-op, logged once per model at its first forward.
             Default: False.
+        with_cp (bool): Activation checkpointing of the adapters (see
+            :class:`ParaXAdapter`): less training memory, more compute.
+            Default: False.
     """
 
     default_sites = ('residual', )
@@ -607,7 +665,8 @@ class ParaX(PEFTMethod):
                  layer_scale: Optional[float] = 1.0,
                  res_scale: Optional[float] = 1.0,
                  sites: Optional[Sequence[str]] = None,
-                 force_fp16: bool = False):
+                 force_fp16: bool = False,
+                 with_cp: bool = False):
         super().__init__(sites)
         _check_choice('expert_init', expert_init, EXPERT_INITS)
         if not isinstance(expert_ratio, (int, float)) or not expert_ratio > 0:
@@ -631,7 +690,8 @@ class ParaX(PEFTMethod):
             layer_scale=layer_scale,
             res_scale=res_scale,
             layer_init=layer_init,
-            force_fp16=force_fp16)
+            force_fp16=force_fp16,
+            with_cp=with_cp)
         _check_adapter_settings(**self.adapter_cfg)
         self.expert_ratio = expert_ratio
         self.num_experts = num_experts

@@ -53,6 +53,11 @@ def parse_args():
         action='store_true',
         help='ParaX force_fp16=True (float16 adapter maths on CUDA, as the '
         'recipes; a no-op on other devices)')
+    parser.add_argument(
+        '--with-cp',
+        action='store_true',
+        help='ParaX with_cp=True (the adapter recomputes its activations in '
+        'the backward pass)')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--compare-reference',
@@ -89,7 +94,8 @@ def bench_stage(args, stage, dim, depth, grid, device):
         rank=args.rank,
         router_hidden=args.router_hidden,
         with_conv=not args.no_conv,
-        force_fp16=args.force_fp16)
+        force_fp16=args.force_fp16,
+        with_cp=args.with_cp)
     center = parax.build_centers(dim, depth, stage)[0].to(device)
     adapter = parax.build_adapter(dim, center).to(device)
     x = torch.randn(args.batch, grid * grid, dim, device=device)
@@ -141,6 +147,7 @@ def bench_stage(args, stage, dim, depth, grid, device):
         device=str(device),
         dtype=args.dtype,
         force_fp16=args.force_fp16 and device.type == 'cuda',
+        with_cp=args.with_cp,
         fwd_s=round(fwd / args.iters, 4),
         bwd_s=round(bwd / args.iters, 4),
         total_s=round((fwd + bwd) / args.iters, 4),
