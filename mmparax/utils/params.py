@@ -1,4 +1,5 @@
 """Parameter accounting of PEFT models."""
+import copy
 from collections import OrderedDict
 from typing import Dict
 
@@ -22,10 +23,11 @@ def _strip_pretrained(cfg):
 
 def build_config_model(cfg, backbone_only: bool = False) -> nn.Module:
     """``cfg.model`` (or its backbone) built on the CPU in the config's
-    scope, without loading any pretrained checkpoint; for counting."""
+    scope, without loading any pretrained checkpoint; ``cfg`` is left
+    unchanged."""
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model_cfg = cfg.model.copy()
+    model_cfg = copy.deepcopy(cfg.model)
     _strip_pretrained(model_cfg)
     if backbone_only:
         model_cfg = model_cfg.backbone
