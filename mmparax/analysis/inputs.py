@@ -15,6 +15,7 @@ the ``val`` / ``test`` data set of a config. Each is read as
 ``LoadImageFromFile`` does (BGR), resized to a fixed size and normalised
 with the mean, std and channel order of the config's ``data_preprocessor``.
 """
+import argparse
 import contextlib
 import copy
 import logging
@@ -57,6 +58,49 @@ class ModelSpec(NamedTuple):
 
 
 # -- arguments ----------------------------------------------------------------
+def tool_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of a tool whose module docstring is ``doc``: its first
+    paragraph as the description, the rest as the epilog."""
+    return argparse.ArgumentParser(
+        description=doc.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split('\n\n', 1)[1])
+
+
+def add_model_arguments(parser) -> None:
+    """``CONFIG [CHECKPOINT]`` pairs, ``--labels``, ``--random-weights``
+    and ``--seed`` of the tools that compare models."""
+    parser.add_argument(
+        'models', nargs='+', metavar='CONFIG [CHECKPOINT]',
+        help=f'configs, each followed by its checkpoint (or {PRETRAINED!r})')
+    parser.add_argument('--labels', nargs='+', help='one label per model')
+    parser.add_argument(
+        '--random-weights', action='store_true',
+        help='allow configs without a checkpoint: their random '
+        'initialisation')
+    parser.add_argument('--seed', type=int, default=0)
+
+
+class Inputs(NamedTuple):
+    """What :func:`resolve_inputs` makes of a tool's arguments."""
+    specs: List[ModelSpec]
+    cfgs: List[Config]
+    paths: List[str]
+    size: Tuple[int, int]
+    device: torch.device
+
+
+def resolve_inputs(args) -> Inputs:
+    """Models, their configs, the image paths (from the first config's data
+    set with ``--split``), the input size and the device of the arguments
+    of :func:`add_model_arguments` and :func:`add_image_arguments`."""
+    specs = parse_model_specs(args.models, args.labels, args.random_weights)
+    cfgs = [load_config(s.config, args.cfg_options) for s in specs]
+    paths = image_paths(cfgs[0], args.images, args.split, args.max_images)
+    size = to_size(args.size) if args.size else default_size(cfgs[0])
+    return Inputs(specs, cfgs, paths, size, default_device(args.device))
+
+
 def add_image_arguments(parser, split: bool = True) -> None:
     """``--images``/``--split``, ``--max-images``, ``--size``, ``--device``,
     ``--cfg-options``, ``--trust-checkpoint`` and ``--out-dir``."""

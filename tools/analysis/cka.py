@@ -23,7 +23,6 @@ Example::
         --labels Swin-B ParaX --stage 2 --images data/ade/images/validation \
         --max-images 500 --out-dir work_dirs/cka
 """
-import argparse
 import gc
 import os
 import os.path as osp
@@ -34,23 +33,16 @@ from mmparax.analysis import plots
 from mmparax.analysis.cka import (cka_matrix, collect_features, stage_layers,
                                   summarise)
 from mmparax.analysis.experts import resolve_stage
-from mmparax.analysis.inputs import (PRETRAINED, Normalizer,
-                                     add_image_arguments, build_model,
-                                     default_device, default_size,
-                                     get_backbone, image_paths, iter_images,
-                                     load_config, parse_model_specs, to_size,
-                                     write_json)
+from mmparax.analysis.inputs import (Normalizer, add_image_arguments,
+                                     add_model_arguments, build_model,
+                                     get_backbone, iter_images, resolve_inputs,
+                                     tool_parser, write_json)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument(
-        'models', nargs='+', metavar='CONFIG [CHECKPOINT]',
-        help=f'configs, each followed by its checkpoint (or {PRETRAINED!r})')
+    parser = tool_parser(__doc__)
+    add_model_arguments(parser)
     add_image_arguments(parser)
     parser.add_argument(
         '--stage', type=int, default=2,
@@ -68,26 +60,16 @@ def parse_args(argv=None):
         '--vmin', type=float, default=0.0,
         help='CKA at the bottom of the colour scale (the top is 1). '
         'Default: 0')
-    parser.add_argument('--labels', nargs='+', help='one label per model')
-    parser.add_argument(
-        '--random-weights', action='store_true',
-        help='allow configs without a checkpoint: their random '
-        'initialisation')
-    parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     silence_upstream_warnings()
     args = parse_args(argv)
-    specs = parse_model_specs(args.models, args.labels, args.random_weights)
-    cfgs = [load_config(s.config, args.cfg_options) for s in specs]
-    paths = image_paths(cfgs[0], args.images, args.split, args.max_images)
+    specs, cfgs, paths, size, device = resolve_inputs(args)
     if len(paths) < 2:
         raise ValueError(f'CKA compares representations across images: '
                          f'give at least 2 images, got {len(paths)}')
-    size = to_size(args.size) if args.size else default_size(cfgs[0])
-    device = default_device(args.device)
     print(f'{len(specs)} models, {len(paths)} images at {size[0]}x{size[1]}')
 
     matrices, results = [], []

@@ -30,7 +30,6 @@ Example::
         --labels Swin-B ParaX --images data/ade/images/validation \
         --max-images 50 --out-dir work_dirs/erf
 """
-import argparse
 import gc
 import os
 import os.path as osp
@@ -40,33 +39,21 @@ import numpy as np
 from mmparax.analysis import plots
 from mmparax.analysis.erf import (THRESHOLDS, backbone_output,
                                   high_contribution_ratio, mean_erf, normalise)
-from mmparax.analysis.inputs import (PRETRAINED, Normalizer,
-                                     add_image_arguments, build_model,
-                                     default_device, default_size,
-                                     get_backbone, image_paths, iter_images,
-                                     load_config, parse_model_specs, to_size,
-                                     write_json)
+from mmparax.analysis.inputs import (Normalizer, add_image_arguments,
+                                     add_model_arguments, build_model,
+                                     get_backbone, iter_images, resolve_inputs,
+                                     tool_parser, write_json)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument(
-        'models', nargs='+', metavar='CONFIG [CHECKPOINT]',
-        help=f'configs, each followed by its checkpoint (or {PRETRAINED!r})')
+    parser = tool_parser(__doc__)
+    add_model_arguments(parser)
     add_image_arguments(parser)
     parser.add_argument(
         '--stage', type=int, default=-1,
         help="index into the backbone's outputs (its out_indices). "
         'Default: -1, the last')
-    parser.add_argument('--labels', nargs='+', help='one label per model')
-    parser.add_argument(
-        '--random-weights', action='store_true',
-        help='allow configs without a checkpoint: their random '
-        'initialisation')
     parser.add_argument(
         '--thresholds', type=float, nargs='+', default=list(THRESHOLDS),
         help='shares of the total contribution for the area ratios')
@@ -75,18 +62,13 @@ def parse_args(argv=None):
         help='display log10(ERF / max) over this many decades instead of '
         'log10(1 + ERF) / max (which is nearly linear when the gradients '
         'are much smaller than 1)')
-    parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     silence_upstream_warnings()
     args = parse_args(argv)
-    specs = parse_model_specs(args.models, args.labels, args.random_weights)
-    cfgs = [load_config(s.config, args.cfg_options) for s in specs]
-    paths = image_paths(cfgs[0], args.images, args.split, args.max_images)
-    size = to_size(args.size) if args.size else default_size(cfgs[0])
-    device = default_device(args.device)
+    specs, cfgs, paths, size, device = resolve_inputs(args)
     print(f'{len(specs)} models, {len(paths)} images at {size[0]}x{size[1]}, '
           f'output {args.stage}')
 

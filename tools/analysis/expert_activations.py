@@ -27,7 +27,6 @@ Example::
         --images data/ade/images/validation --max-images 200 \
         --out-dir work_dirs/experts
 """
-import argparse
 import os
 import os.path as osp
 
@@ -42,15 +41,12 @@ from mmparax.analysis.inputs import (PRETRAINED, Normalizer,
                                      default_device, default_size,
                                      get_backbone, image_paths, iter_images,
                                      load_config, thumbnail, to_size,
-                                     write_json)
+                                     tool_parser, write_json)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n\n', 1)[1])
+    parser = tool_parser(__doc__)
     parser.add_argument('config', help='config file of a ParaX model')
     parser.add_argument(
         'checkpoint',
