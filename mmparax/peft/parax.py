@@ -547,7 +547,7 @@ class ParaXAdapter(PEFTModule):
         identity is folded into the kernel.
         """
         B, L, C = x.shape
-        grid = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)
+        grid = x.reshape(B, *hw_shape, C).permute(0, 3, 1, 2)
         pad = conv.kernel_size[0] // 2
         if fp16:
             out = grid + conv(grid)
