@@ -27,7 +27,7 @@ from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
-from .runner import PARTIAL_FLAG, PEFTRunner
+from .runner import PARTIAL_FLAG, runner_class
 from .trusted_loading import (TRUST_ENV, register_trusted_loader,
                               trust_checkpoints)
 
@@ -305,11 +305,13 @@ def set_out(cfg: Config, out: str) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """:class:`PEFTRunner` (strict checkpoint loading), or the config's
-    ``runner_type``."""
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return PEFTRunner.from_cfg(cfg)
+    """:class:`PEFTRunner` (strict checkpoint loading, safe saves), or the
+    config's ``runner_type`` with the same behaviour
+    (:func:`~mmparax.apis.runner.runner_class`)."""
+    with RUNNERS.switch_scope_and_registry(
+            cfg.get('default_scope')) as registry:
+        cls = runner_class(cfg.get('runner_type'), registry)
+    return cls.from_cfg(cfg)
 
 
 def setup_run(cfg: Config,

@@ -52,6 +52,7 @@ from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
 from ..registry import HOOKS
+from ..utils.atomic_file import atomic_write
 from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
                                      _torch_load, check_checkpoint_file,
                                      fetch_checkpoint, mmcls_to_backbone,
@@ -213,10 +214,8 @@ def record_written_checkpoint(path: str) -> Optional[str]:
         }
         entries[name] = dict(
             size=size, sha256=sha256, mac=_seal(key, name, size, sha256))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=MANIFEST_NAME + '.')
-        with os.fdopen(fd, 'w') as f:
+        with atomic_write(manifest, 'w') as f:
             json.dump(dict(version=1, checkpoints=entries), f, indent=1)
-        os.replace(tmp, manifest)
     except OSError as error:
         print_log(
             f'Could not record {real} as written by this run ({error}); '

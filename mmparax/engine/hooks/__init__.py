@@ -1,5 +1,8 @@
+from .checkpoint_hook import CheckpointHook
 from .peft_check_hook import PEFTCheckHook
 from .peft_checkpoint_hook import PEFTCheckpointHook
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['PEFTCheckHook', 'PEFTCheckpointHook', 'RNGStateHook']
+__all__ = [
+    'CheckpointHook', 'PEFTCheckHook', 'PEFTCheckpointHook', 'RNGStateHook'
+]
