@@ -220,6 +220,8 @@ class PEFTRunnerMixin:
                resume_optimizer: bool = True,
                resume_param_scheduler: bool = True,
                map_location='default') -> None:
+        # a run without schedulers saves none and mmengine resumes none
+        resume_param_scheduler &= self.param_schedulers is not None
         self._resume_needs = tuple(
             key for key, needed in zip(RESUME_STATES, (
                 resume_optimizer, resume_param_scheduler)) if needed)
