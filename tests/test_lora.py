@@ -11,7 +11,8 @@ P = 0.5
 
 def test_dropout_acts_on_the_layer_input():
     torch.manual_seed(0)
-    host = Swin(peft=dict(type='LoRA', rank=2, dropout=P), **tiny_swin_kwargs())
+    host = Swin(
+        peft=dict(type='LoRA', rank=2, dropout=P), **tiny_swin_kwargs())
     updates = [m for m in host.modules() if isinstance(m, LoRAUpdate)]
     assert updates and all(u.dropout.p == P for u in updates)
     update = updates[0].train()
