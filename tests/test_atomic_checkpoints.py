@@ -7,34 +7,16 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import run_tool, short_demo_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(REPO, 'configs', 'demo',
-                    'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')
 TOTAL, INTERVAL = 6, 2
 ENV = dict(OMP_NUM_THREADS='1')
-
-CONFIG = """\
-_base_ = [{demo!r}]
-data_root = {data_root!r}
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-model = dict(backbone=dict(init_cfg=dict(checkpoint={pretrained!r})))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)
-]
-train_cfg = dict(max_iters={total}, val_interval={interval})
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(interval={interval}, max_keep_ckpts=1))
-"""
 
 # Runs tools/train.py and SIGKILLs its process group in the middle of the
 # N-th write of the file NAME (its partial ``.NAME.part`` counts as NAME):
@@ -108,18 +90,11 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
     root = tmp_path_factory.mktemp('atomic')
-    data_root = make_ade20k(
-        str(root / 'ade'), num_train=8, num_val=2, img_size=(64, 64),
-        num_classes=8, seed=0)
-    pretrained = write_checkpoint(
-        str(root / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict(0)))
-    path = root / 'atomic_demo.py'
-    path.write_text(
-        CONFIG.format(
-            demo=DEMO_CFG, data_root=data_root, pretrained=pretrained,
-            total=TOTAL, interval=INTERVAL))
     (root / 'killer.py').write_text(KILLER)
-    return path
+    return Path(
+        short_demo_config(
+            str(root), TOTAL, INTERVAL, max_keep_ckpts=1, num_train=8,
+            num_val=2))
 
 
 def assert_complete(work_dir):

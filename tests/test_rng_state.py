@@ -78,17 +78,22 @@ def trust(tmp_path, monkeypatch):
                         dict(CheckpointLoader._schemes))
 
 
+def loader(dataset, batch_size, shuffle):
+    """Data loaded in the main process (``num_workers=0``)."""
+    return dict(
+        dataset=dataset,
+        sampler=dict(type='DefaultSampler', shuffle=shuffle),
+        collate_fn=dict(type='default_collate'),
+        batch_size=batch_size,
+        num_workers=0)
+
+
 def toy_runner(work_dir, max_iters, *, interval=2, validate=False,
                val_interval=1, resume=False, load_from=None, hooks=()):
     cfg = Config(dict(custom_hooks=[]))
     runtime.setup_checkpoint_trust(cfg)
     val = dict(
-        val_dataloader=dict(
-            dataset=RandomData(4),
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            collate_fn=dict(type='default_collate'),
-            batch_size=2,
-            num_workers=0),
+        val_dataloader=loader(RandomData(4), 2, shuffle=False),
         val_evaluator=Evaluator([MeanOutput()]),
         val_cfg=dict()) if validate else {}
     checkpoint = dict(
@@ -100,12 +105,7 @@ def toy_runner(work_dir, max_iters, *, interval=2, validate=False,
     return PEFTRunner(
         model=model,
         work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=RandomData(64),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            collate_fn=dict(type='default_collate'),
-            batch_size=4,
-            num_workers=0),
+        train_dataloader=loader(RandomData(64), 4, shuffle=True),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
         train_cfg=dict(
             by_epoch=False, max_iters=max_iters, val_interval=val_interval),
