@@ -42,7 +42,8 @@ RESUME_STATES = ('optimizer', 'param_schedulers')
 
 
 class CheckpointMismatchError(RuntimeError):
-    """A checkpoint does not fit the model it is loaded into."""
+    """A checkpoint does not fit the model it is loaded into, or cannot
+    serve the use it is loaded for (a weights-only file to resume from)."""
 
 
 def check_head_init(head_init) -> str:
