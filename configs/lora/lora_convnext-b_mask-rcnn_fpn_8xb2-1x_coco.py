@@ -4,7 +4,7 @@ _base_ = [
 ]
 # LoRA on the frozen ConvNeXt-B (Table 2): rank 32 updates of the two
 # pointwise linears of every block, alpha = 1 (scale 1/r, as loralib and the
-# official dense-prediction Swin LoRA), B zero-initialised; 5,779,200
+# official dense-prediction Swin LoRA), B zero-initialised; 5,775,360
 # trainable backbone parameters (paper: 5.9M; no integer rank gives it: 32 is
 # the closest, 33 gives 5,959,680).
 # LoRA publishes no dense-prediction recipe: the learning rate is the ParaX

@@ -4,7 +4,7 @@ _base_ = [
 ]
 # LoRA on the frozen ConvNeXt-L (Table 2): rank 32 updates of the two
 # pointwise linears of every block, alpha = 1 (scale 1/r, as loralib and the
-# official dense-prediction Swin LoRA), B zero-initialised; 8,668,800
+# official dense-prediction Swin LoRA), B zero-initialised; 8,663,040
 # trainable backbone parameters (paper: 8.8M; no integer rank gives it: 32 is
 # the closest, 33 gives 8,939,520).
 # LoRA publishes no dense-prediction recipe: the learning rate is the ParaX

@@ -5,7 +5,7 @@ _base_ = [
 # LoRA on the frozen Swin-B (Table 1): rank 112 updates of the attention q
 # and v projections (the q and v thirds of the fused qkv layer), alpha = 1
 # (scale 1/r, as loralib and the official dense-prediction Swin LoRA), B
-# zero-initialised; 5,394,176 trainable backbone parameters (paper: 5.4M).
+# zero-initialised; 5,390,336 trainable backbone parameters (paper: 5.4M).
 # LoRA publishes no dense-prediction recipe: the learning rate is the ParaX
 # recipe's for the same row (6e-5).
 model = dict(

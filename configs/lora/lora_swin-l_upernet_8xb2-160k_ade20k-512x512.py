@@ -5,7 +5,7 @@ _base_ = [
 # LoRA on the frozen Swin-L (Table 1): rank 112 updates of the attention q
 # and v projections (the q and v thirds of the fused qkv layer), alpha = 1
 # (scale 1/r, as loralib and the official dense-prediction Swin LoRA), B
-# zero-initialised; 8,091,264 trainable backbone parameters (paper: 8.1M).
+# zero-initialised; 8,085,504 trainable backbone parameters (paper: 8.1M).
 # LoRA publishes no dense-prediction recipe: the learning rate is the ParaX
 # recipe's for the same row (3e-4).
 model = dict(
