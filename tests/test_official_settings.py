@@ -37,3 +37,17 @@ def test_lora_configs_scale_by_one_over_rank(name):
     updates = [m for m in build_backbone(name).modules()
                if isinstance(m, LoRAUpdate)]
     assert updates and all(m.scale == 1 / peft.rank for m in updates)
+
+
+@pytest.mark.parametrize('method', [
+    'vpt', 'lora', 'adaptformer', 'repadapter', 'lorand', 'snell', 'colora',
+    'mona', 'parax'
+])
+def test_each_method_readme_gives_the_sources_of_its_settings(method):
+    text = (CONFIGS / method / 'README.md').read_text()
+    assert '## Settings and their sources' in text
+    table = text.split('## Settings and their sources')[1].split('\n## ')[0]
+    assert '| setting | ours | official | source | why ours differs |' in table
+    rows = [r for r in table.splitlines() if r.startswith('| ')][2:]
+    assert len(rows) >= 6
+    assert any(r.startswith('| output norms |') for r in rows)
