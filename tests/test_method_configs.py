@@ -60,8 +60,6 @@ NO_EXACT_FIT = {
        for t in (ADE, MRCNN, PANOPTIC)},
     **{f'lora/lora_convnext-l{t}': 8_663_040
        for t in (ADE, MRCNN, PANOPTIC)},
-    **{f'snell/snell_swin-b{t}': 5_847_552
-       for t in (ADE, MRCNN, PANOPTIC, POTSDAM, LOVEDA)},
     **{f'snell/snell_swin-l{t}': 8_771_328
        for t in (ADE, MRCNN, PANOPTIC)},
     **{f'snell/snell_convnext-b{t}': 6_316_800
