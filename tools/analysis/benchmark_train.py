@@ -69,11 +69,11 @@ METHODS = ('lora', 'adaptformer', 'repadapter', 'lorand', 'snell', 'mona',
            'vpt')
 DEFAULT_CONFIGS = ([f'configs/full/full{_DET}'] +
                    [f'configs/{m}/{m}{_DET}' for m in METHODS] +
-                   [f'configs/parax/ablations/parax-noconv{_DET}',
+                   [f'configs/parax/ablations/parax-static-conv{_DET}',
                     f'configs/parax/parax{_DET}'])
 
 FULL = 'Full-tuning'
-NOCONV = 'ParaX\u2021'  # ParaX without its conv branch
+NOCONV = 'ParaX\u2021'  # ParaX without its routed spatial experts
 #: Table 15: Swin-L Mask R-CNN, 1280x800, batch 4; method -> (# P (M),
 #: throughput (images/s), memory (GB), box AP, mask AP)
 PAPER_TABLE15 = OrderedDict([
@@ -193,7 +193,7 @@ def method_name(backbone):
         return FULL
     adapter_cfg = getattr(method, 'adapter_cfg', {})
     name = method.name
-    if name == 'ParaX' and not adapter_cfg.get('with_conv', True):
+    if name == 'ParaX' and not method.kernel_sizes:
         name = NOCONV
     if adapter_cfg.get('with_cp'):
         name += ' (with_cp)'

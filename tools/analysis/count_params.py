@@ -18,7 +18,8 @@ from collections import OrderedDict
 from mmengine.config import Config, DictAction
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
-from mmparax.utils import backbone_components, build_config_model
+from mmparax.utils import (backbone_components, build_config_model,
+                           output_norms_note)
 from mmparax.utils.paper import (paper_entry, paper_figures, paper_scope,
                                  scoped_count)
 
@@ -61,6 +62,10 @@ def count(model):
     if 'pretrained' in components:
         components.move_to_end('pretrained')
     result['components'] = components
+    note = output_norms_note(backbone)
+    if note:
+        result['output_norms_trained'] = backbone.trains_output_norms
+        result['output_norms'] = note
     return result
 
 
@@ -100,6 +105,8 @@ def main(argv=None):
     for group, c in result['components'].items():
         print(f'  {group:<16}{c["total"]:>14,} params, '
               f'{c["trainable"]:>12,} trainable')
+    if 'output_norms' in result:
+        print(f'  {result["output_norms"]}')
     print(f'trainable backbone: {_fmt(result["trainable_backbone"])}')
     print(f'total backbone:     {_fmt(result["total_backbone"])}')
     print(f'trainable model:    {_fmt(result["trainable_total"])} '
