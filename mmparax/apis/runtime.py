@@ -312,6 +312,23 @@ def build_runner(cfg: Config) -> Runner:
     return PEFTRunner.from_cfg(cfg)
 
 
+AVERAGE_BUFFERS_HOOK = 'mmparax.AverageBuffersHook'
+
+
+def add_average_buffers_hook(cfg: Config) -> None:
+    """A distributed training run gets :class:`AverageBuffersHook` in
+    ``cfg.custom_hooks`` (once): every rank then validates with, and rank 0
+    saves, the same buffers (BN statistics that do not sync differ per
+    rank)."""
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(
+            isinstance(h, dict) and h.get('type') in (
+                AVERAGE_BUFFERS_HOOK, 'AverageBuffersHook') for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type=AVERAGE_BUFFERS_HOOK)]
+
+
 def setup_run(cfg: Config,
               trusted: Sequence[str] = (),
               train: bool = True,
@@ -320,6 +337,7 @@ def setup_run(cfg: Config,
     setup_checkpoint_trust(cfg, trusted)
     if train:
         check_optim_wrapper(cfg, config_name)
+        add_average_buffers_hook(cfg)
     prepare_cpu_distributed(cfg)
 
 
