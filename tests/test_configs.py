@@ -242,7 +242,8 @@ def test_coco_recipe(name):
     model = cfg.model
     if name.endswith(PANOPTIC):
         assert model.type == 'PanopticFPN'
-        assert cfg.train_dataloader.dataset.type == 'CocoPanopticDataset'
+        assert cfg.train_dataloader.dataset.type == \
+            'mmparax.CocoPanopticDataset'
         assert cfg.test_evaluator.type == 'CocoPanopticMetric'
         head = model.semantic_head
         assert (head.type, head.num_things_classes, head.num_stuff_classes,
@@ -254,7 +255,7 @@ def test_coco_recipe(name):
         assert model.test_cfg.panoptic.stuff_area_limit == 4096
     else:
         assert model.type == 'MaskRCNN'
-        assert cfg.train_dataloader.dataset.type == 'CocoDataset'
+        assert cfg.train_dataloader.dataset.type == 'mmparax.CocoDataset'
         assert cfg.test_evaluator.metric == ['bbox', 'segm']
         assert model.roi_head.bbox_head.num_classes == 80
 

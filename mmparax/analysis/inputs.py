@@ -38,6 +38,7 @@ from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
                                           is_peft_checkpoint,
                                           pretrained_fingerprint)
 from mmparax.apis.runner import CheckpointMismatchError
+from mmparax.apis.runtime import apply_cfg_options
 from mmparax.apis.trusted_loading import (TRUST_FLAG, register_trusted_loader,
                                           trust_checkpoints)
 from mmparax.peft import PEFTModule
@@ -205,7 +206,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         raise FileNotFoundError(f'config {path} does not exist')
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        apply_cfg_options(cfg, cfg_options)
     if 'model' not in cfg:
         raise ValueError(f'{path} defines no model')
     return cfg
