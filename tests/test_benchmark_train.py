@@ -1,5 +1,4 @@
 """tools/analysis/benchmark_train.py on tiny Swin configs."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -9,6 +8,7 @@ import torch.nn as nn
 from mmengine.config import Config
 from PIL import Image
 
+from mmparax.testing import load_tool
 from mmparax.utils import build_config_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -20,18 +20,7 @@ TINY_METHODS = {
     'lora': 'peft=dict(rank=4), ',
     'parax': 'peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4), ',
 }
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'mmparax_tools_benchmark_train',
-        osp.join(REPO, 'tools', 'analysis', 'benchmark_train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+tool = load_tool('analysis/benchmark_train.py')
 
 
 @pytest.fixture(scope='module')

@@ -360,10 +360,8 @@ def test_count_params_json():
 def test_count_params_help_example_works(capsys):
     """The --cfg-options example of --help changes the count of a config
     (the tiny ParaX Swin: rank 8)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('count_params', COUNT_TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from mmparax.testing import load_tool
+    tool = load_tool('analysis/count_params.py')
     with pytest.raises(SystemExit):
         tool.parse_args(['--help'])
     help_text = ' '.join(capsys.readouterr().out.split())

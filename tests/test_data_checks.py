@@ -1,7 +1,6 @@
 """Bad data names its file: label values beyond the classes, a damaged
 label PNG, an empty folder; the evaluation warning; the dataset check of
 tools/misc/check_dataset.py; ``--cfg-options data_root=PATH``."""
-import importlib.util
 import os.path as osp
 
 import numpy as np
@@ -15,21 +14,12 @@ from PIL import Image
 from mmparax.apis.runtime import load_config
 from mmparax.datasets import DataError, IoUMetric
 from mmparax.datasets import metrics as metrics_module
-from mmparax.testing import make_ade20k
+from mmparax.testing import load_tool, make_ade20k
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',
                     'tiny_parax_swin_upernet_ade20k.py')
 CHECK_TOOL = 'tools/misc/check_dataset.py CONFIG'
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'mmparax_tools_check_dataset',
-        osp.join(REPO, 'tools', 'misc', 'check_dataset.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -128,7 +118,7 @@ def test_evaluation_warns_with_pixels_and_files(bad_data, monkeypatch):
 
 
 def test_check_dataset_lists_every_bad_file(bad_data, capsys):
-    tool = load_tool()
+    tool = load_tool('misc/check_dataset.py')
     code = tool.main([
         TINY_CFG, '--cfg-options', f'data_root={bad_data["root"]}',
         '--no-progress'
@@ -151,7 +141,7 @@ def test_check_dataset_lists_every_bad_file(bad_data, capsys):
 
 def test_check_dataset_of_a_good_split(tmp_path, capsys):
     root = make_ade20k(str(tmp_path), num_train=2, num_val=1, img_size=32)
-    assert load_tool().main([
+    assert load_tool('misc/check_dataset.py').main([
         TINY_CFG, '--cfg-options', f'data_root={root}', '--no-progress'
     ]) == 0
     assert capsys.readouterr().out == \
@@ -195,15 +185,42 @@ def test_train_tool_stops_at_out_of_range_labels(tmp_path):
         Image.fromarray(labels).save(bad)
     pretrained = write_checkpoint(
         str(tmp_path / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict()))
-    train = importlib.util.spec_from_file_location(
-        'mmparax_tools_train', osp.join(REPO, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(train)
-    train.loader.exec_module(module)
     with pytest.raises(DataError, match='ADE_train_0000000[12].png has 1 '
                        'pixels with values 199'):
-        module.main([
+        load_tool('train.py').main([
             TINY_CFG, '--work-dir',
             str(tmp_path / 'work'), '--cfg-options', f'data_root={root}',
             f'model.backbone.init_cfg.checkpoint={pretrained}',
             'train_cfg.max_iters=1'
         ])
+
+
+def test_coco_damaged_image_and_empty_annotations(tmp_path):
+    """mmdet's data sets too: a damaged image is named with the transform;
+    an annotation file listing no image names the file."""
+    import json
+
+    from mmparax.testing import make_coco_instance
+    root = make_coco_instance(str(tmp_path / 'coco'), num_train=2,
+                              num_val=1, img_size=32)
+    config = osp.join(REPO, 'tests', 'configs',
+                      'tiny_parax_swin_mask-rcnn_coco.py')
+    cfg = load_config(config, dict(data_root=root))
+    init_default_scope('mmdet')
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    image = dataset.get_data_info(0)['img_path']
+    with open(image, 'wb') as f:
+        f.write(b'')
+    with pytest.raises(DataError) as info:
+        dataset[0]
+    assert f'img_path={image}' in str(info.value)
+    assert 'LoadImageFromFile failed' in str(info.value)
+
+    ann_file = osp.join(root, 'annotations', 'instances_val2017.json')
+    with open(ann_file) as f:
+        annotations = json.load(f)
+    with open(ann_file, 'w') as f:
+        json.dump(dict(annotations, images=[], annotations=[]), f)
+    with pytest.raises(DataError, match='CocoDataset: no samples found in '
+                       f'ann_file={ann_file}'):
+        DATASETS.build(cfg.val_dataloader.dataset)

@@ -39,7 +39,8 @@ class IoUMetric(MMSegIoUMetric):
             num_classes = len(self.dataset_meta['classes'])
             pixels = sum(values.size for _, values in bad)
             first = '; '.join(
-                f'{path}: {describe_bad_labels(values, num_classes, self.ignore_index)}'  # noqa: E501
+                path + ': ' +
+                describe_bad_labels(values, num_classes, self.ignore_index)
                 for path, values in bad[:5])
             print_log(
                 f'{pixels} ground-truth pixels in {len(bad)} of '
