@@ -366,8 +366,8 @@ def add_average_buffers_hook(cfg: Config) -> None:
         return
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(
-            isinstance(h, dict) and h.get('type') in (
-                AVERAGE_BUFFERS_HOOK, 'AverageBuffersHook') for h in hooks):
+            isinstance(h, dict) and h.get('type') == AVERAGE_BUFFERS_HOOK
+            for h in hooks):
         cfg.custom_hooks = hooks + [dict(type=AVERAGE_BUFFERS_HOOK)]
 
 
