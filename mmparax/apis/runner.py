@@ -294,7 +294,12 @@ class PEFTRunnerMixin:
                     f'{PARTIAL_FLAG} (partial_load=True).')
             self.logger.warning(message + '\npartial_load=True: loading '
                                 'what fits, the rest keeps its current values')
-        load_state_dict(model, state_dict, strict=False, logger=self.logger)
+            load_state_dict(
+                model, state_dict, strict=False, logger=self.logger)
+        else:
+            # it fits: a PEFT checkpoint lacks only the frozen pretrained
+            # weights, which mmengine would list as missing keys
+            model.load_state_dict(state_dict, strict=False)
         self._has_loaded = True
         self.logger.info(f'Load {"PEFT " if peft else ""}checkpoint from '
                          f'{filename}')

@@ -1,4 +1,5 @@
 """Running the repository's ``tools/`` scripts from tests and demos."""
+import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -27,6 +28,17 @@ def run_tool(script: str, *args, cwd, env: dict = None,
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+def load_tool(script: str):
+    """``tools/<script>`` imported as a module (its ``main(argv)`` then runs
+    in this process)."""
+    name = 'mmparax_tools_' + osp.splitext(script)[0].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(REPO, 'tools', script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def check_ok(proc: subprocess.CompletedProcess) -> None:

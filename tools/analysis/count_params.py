@@ -18,6 +18,7 @@ from collections import OrderedDict
 from mmengine.config import Config, DictAction
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
+from mmparax.apis.upstream_warnings import silence_upstream_warnings
 from mmparax.utils import (backbone_components, build_config_model,
                            output_norms_note)
 from mmparax.utils.paper import (paper_entry, paper_figures, paper_scope,
@@ -41,7 +42,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, e.g. '
-        'model.backbone.parax.rank=64')
+        'model.backbone.peft.rank=64')
     return parser.parse_args(argv)
 
 
@@ -74,6 +75,7 @@ def _fmt(n):
 
 
 def main(argv=None):
+    silence_upstream_warnings()
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
