@@ -180,12 +180,12 @@ def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
         f'{models[0]["Name"]}/seed{s}' for s in (0, 1, 2)]
     assert runs[1].options(['a=1']) == ['a=1', 'randomness.seed=1']
     paper = reproduce.paper_metric(models[0], 'mIoU')
-    commit = reproduce.git_commit()['commit']
+    commit = reproduce.git_commit()['code_commit']
     for run, value in zip(runs, (paper - 1, paper + 0.5, paper + 1.1)):
         os.makedirs(run.work_dir)
         options = reproduce.parse_options(run.options())
         reproduce.write_json(osp.join(run.work_dir, 'metrics.json'), dict(
-            metrics={'mIoU': value}, commit=commit, cfg_options=options,
+            metrics={'mIoU': value}, code_commit=commit, cfg_options=options,
             config=dict(path=run.config, sha256=reproduce.config_sha256(
                 run.config, options))))
     entry, = reproduce.gather(runs)
@@ -197,14 +197,15 @@ def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
     assert cell['inside'] is True
     assert reproduce.cell_text(entry, 'mIoU') == \
         f'{paper + 0.2:.2f} ± 1.08 / {paper:.1f} (+0.20, paper inside)'
-    # another commit makes the results stale
+    # a result of other mmparax code is stale
     with open(osp.join(runs[0].work_dir, 'metrics.json')) as f:
         old = json.load(f)
     reproduce.write_json(osp.join(runs[0].work_dir, 'metrics.json'),
-                         dict(old, commit='0' * 40))
+                         dict(old, code_commit='0' * 40))
     entry, = reproduce.gather(runs)
     assert entry['mark'] == 'stale'
-    assert 'mmparax commit 0000000000' in entry['runs'][0]['stale'][0]
+    assert entry['runs'][0]['stale'] == [
+        f'mmparax code of commit 0000000000 (now {commit[:10]})']
 
 
 # -- a small table, end to end ---------------------------------------------------
@@ -309,7 +310,9 @@ def test_killed_run_resumes_and_only_it(tiny, local_table):
         path=str(tiny['configs']['ParaX']),
         sha256=reproduce.config_sha256(str(tiny['configs']['ParaX'])))
     assert launches[0]['config_sha256'] == parax['config']['sha256']
-    assert parax['commit'] == reproduce.git_commit()['commit']
+    commit = reproduce.git_commit()
+    assert parax['commit'] == commit['commit']
+    assert parax['code_commit'] == commit['code_commit']
     assert set(parax['versions']) == set(reproduce.PACKAGES)
     assert all(parax['versions'].values())
     assert parax['seed'] == 0 and parax['world_size'] == 1
@@ -442,6 +445,7 @@ def test_gather_marks_and_outputs(tiny, local_table, slurm_parax, tmp_path):
     assert rows['ParaX'] == \
         f"{parax:.2f} / {paper['ParaX']:.1f} ({parax - paper['ParaX']:+.2f})"
     assert rows['LoRA'].endswith(' stale')
+    assert f"stale: {n['LoRA']}: the config changed after the run" in out
     assert rows['AdaptFormer'] == f"missing / {paper['AdaptFormer']:.1f}"
     assert rows['Mona'] == f"failed / {paper['Mona']:.1f}"
 

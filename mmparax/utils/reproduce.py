@@ -47,6 +47,9 @@ RESULT = 'metrics.json'
 RECORD = 'reproduce.json'
 LOGS = dict(train='reproduce_train.log', test='reproduce_test.log')
 TOOLS = osp.join(ROOT, 'tools')
+#: the folders whose commits make earlier results stale (the configs are
+#: covered by their hashes)
+CODE = ('mmparax', 'tools')
 PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmsegmentation', 'mmdet',
             'mmpretrain', 'mmparax')
 
@@ -82,7 +85,9 @@ def config_sha256(config: str, cfg_options: Optional[dict] = None) -> str:
 
 
 def git_commit(repo: str = ROOT) -> dict:
-    """``{'commit': sha or None, 'dirty': bool}`` of the mmparax checkout."""
+    """The mmparax checkout's ``commit`` (HEAD), ``code_commit`` (the last
+    commit that changed ``mmparax/`` or ``tools/``) and ``dirty`` (changes
+    not committed); None each outside a git checkout."""
     def git(*args):
         return subprocess.run(['git', '-C', repo, *args],
                               capture_output=True, text=True, check=True,
@@ -90,9 +95,11 @@ def git_commit(repo: str = ROOT) -> dict:
 
     try:
         return dict(commit=git('rev-parse', 'HEAD'),
+                    code_commit=git('log', '-1', '--format=%H', '--',
+                                    *CODE),
                     dirty=bool(git('status', '--porcelain', '--', '.')))
     except (OSError, subprocess.SubprocessError):
-        return dict(commit=None, dirty=None)
+        return dict(commit=None, code_commit=None, dirty=None)
 
 
 def package_versions() -> dict:
@@ -647,8 +654,9 @@ def stale_reasons(result: dict, config: str, commit: Optional[str],
                   hashes: dict) -> List[str]:
     """Why a finished run's result no longer stands for ``config`` (the
     metafile's): its resolved text (with the run's ``cfg_options``) differs
-    from the one launched or evaluated, or the evaluation ran another
-    mmparax commit. ``hashes`` caches config hashes."""
+    from the one launched or evaluated, or the evaluation ran other mmparax
+    code (``code_commit``, the last commit of ``mmparax/`` and ``tools/``).
+    ``hashes`` caches config hashes."""
     reasons = []
     key = (config, json.dumps(result.get('cfg_options'), sort_keys=True))
     if key not in hashes:
@@ -662,9 +670,10 @@ def stale_reasons(result: dict, config: str, commit: Optional[str],
                     for launch in result.get('train', {}).get('launches', [])}
         if current != result['config']['sha256'] or launched - {current}:
             reasons.append('the config changed after the run')
-    if commit and result.get('commit') and result['commit'] != commit:
-        reasons.append(f"mmparax commit {result['commit'][:10]} "
-                       f'(now {commit[:10]})')
+    ran = result.get('code_commit')
+    if commit and ran and ran != commit:
+        reasons.append(f'mmparax code of commit {ran[:10]} (now '
+                       f'{commit[:10]})')
     return reasons
 
 
@@ -679,7 +688,7 @@ def gather(runs: List[Run]) -> List[dict]:
     """One dict per metafile model: its place in the paper, the runs'
     states, and per headline metric the paper's figure, ours per seed, mean,
     std, delta and whether the paper lies inside mean +- std."""
-    commit = git_commit()['commit']
+    commit = git_commit()['code_commit']
     hashes = {}
     models = {}
     for run in runs:
@@ -811,7 +820,7 @@ def grids(entries: List[dict]) -> List[dict]:
             title=f'Table {table} ({tasks}): ours / paper (Δ); # P: the '
             "paper's, in M",
             header=header, body=body, labels=labels, cells=cells,
-            columns=metric_columns))
+            columns=metric_columns, entries=rows))
     return out
 
 
@@ -823,6 +832,15 @@ def to_markdown(entries: List[dict]) -> str:
                 '|---|' + '---|' * (len(header) - 1)]
         out += ['| ' + ' | '.join(line) + ' |' for line in grid['body']]
         out.append('')
+        for entry in grid['entries']:
+            for run in entry['runs']:
+                if run.get('stale'):
+                    seed = '' if run['seed'] is None else \
+                        f" (seed {run['seed']})"
+                    out.append(f"stale: {entry['name']}{seed}: "
+                               f"{'; '.join(run['stale'])}")
+        if out[-1]:
+            out.append('')
     return '\n'.join(out)
 
 
