@@ -178,7 +178,9 @@ def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
     runs = reproduce.plan_runs(models, tmp_path, seeds=[0, 1, 2])
     assert [osp.relpath(r.work_dir, tmp_path) for r in runs] == [
         f'{models[0]["Name"]}/seed{s}' for s in (0, 1, 2)]
-    assert runs[1].options(['a=1']) == ['a=1', 'randomness.seed=1']
+    assert runs[1].options() == ['randomness.seed=1']
+    assert reproduce.plan_runs(models, tmp_path, [3], cfg_options=[
+        'a=1'])[0].options() == ['a=1', 'randomness.seed=3']
     paper = reproduce.paper_metric(models[0], 'mIoU')
     commit = reproduce.git_commit()['code_commit']
     for run, value in zip(runs, (paper - 1, paper + 0.5, paper + 1.1)):

@@ -106,7 +106,8 @@ def gather_parser():
 def select(args):
     models = reproduce.select_models(args.metafile, args.table, args.method,
                                      args.backbone, args.task, args.config)
-    return reproduce.plan_runs(models, args.work_root, args.seeds, args.gpus)
+    return reproduce.plan_runs(models, args.work_root, args.seeds, args.gpus,
+                               getattr(args, 'cfg_options', ()))
 
 
 def gather_main(argv):
@@ -123,7 +124,7 @@ def launch_main(argv):
     args = launch_parser().parse_args(argv)
     runs = select(args)
     launcher = reproduce.Launcher(args.launcher, args.partition,
-                                  args.gpus_per_node, args.cfg_options)
+                                  args.gpus_per_node)
     executor = reproduce.Executor(launcher, args.max_jobs,
                                   echo=lambda text: print(text, flush=True))
     print(reproduce.format_plan(runs), flush=True)

@@ -202,15 +202,17 @@ class Run:
     seed: Optional[int]
     work_dir: str
     gpus: int
+    #: ``key=value`` config overrides of every run
+    cfg_options: Sequence[str] = ()
 
     @property
     def config(self) -> str:
         return config_path(self.model)
 
-    def options(self, cfg_options: Sequence[str] = ()) -> List[str]:
+    def options(self) -> List[str]:
         """The ``--cfg-options`` strings of the run."""
         seed = [] if self.seed is None else [f'randomness.seed={self.seed}']
-        return list(cfg_options) + seed
+        return list(self.cfg_options) + seed
 
 
 def _gpus(model: dict) -> int:
@@ -261,8 +263,8 @@ def _table_key(table):
 
 
 def plan_runs(models: List[dict], work_root: str,
-              seeds: Sequence[int] = (), gpus: Optional[int] = None
-              ) -> List[Run]:
+              seeds: Sequence[int] = (), gpus: Optional[int] = None,
+              cfg_options: Sequence[str] = ()) -> List[Run]:
     """One :class:`Run` per model and seed (``seeds`` empty: one run with
     the config's own seed, in ``<work_root>/<name>``)."""
     runs = []
@@ -276,7 +278,8 @@ def plan_runs(models: List[dict], work_root: str,
                     seed=seed,
                     work_dir=base if seed is None else osp.join(
                         base, f'seed{seed}'),
-                    gpus=gpus or _gpus(model)))
+                    gpus=gpus or _gpus(model),
+                    cfg_options=tuple(cfg_options)))
     return runs
 
 
@@ -322,7 +325,9 @@ def _progress(run: Run, checkpoint: str):
     if not found:
         return None
     unit, done = found.group(1), int(found.group(2))
-    train_cfg = Config.fromfile(run.config).get('train_cfg', {})
+    cfg = Config.fromfile(run.config)
+    cfg.merge_from_dict(parse_options(run.options()))
+    train_cfg = cfg.get('train_cfg', {})
     total = train_cfg.get('max_iters' if unit == 'iter' else 'max_epochs')
     return done, total, unit
 
@@ -395,7 +400,6 @@ class Launcher:
     kind: str = 'local'
     partition: Optional[str] = None
     gpus_per_node: int = 8
-    cfg_options: Sequence[str] = ()
     extra_env: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -417,13 +421,12 @@ class Launcher:
         return env
 
     def train(self, run: Run, resume: bool) -> List[str]:
-        args = (['--resume'] if resume else []) + \
-            _options(run.options(self.cfg_options))
+        args = (['--resume'] if resume else []) + _options(run.options())
         if self.kind == 'slurm':
             return ['bash', osp.join(TOOLS, 'slurm_train.sh'),
                     self.partition, run.name, run.config, run.work_dir,
                     *args]
-        if run.gpus == 1:
+        if _single(run):
             return [sys.executable, osp.join(TOOLS, 'train.py'), run.config,
                     '--work-dir', run.work_dir, *args]
         return ['bash', osp.join(TOOLS, 'dist_train.sh'), run.config,
@@ -431,16 +434,20 @@ class Launcher:
 
     def test(self, run: Run, checkpoint: str, out: str) -> List[str]:
         args = ['--work-dir', osp.join(run.work_dir, 'test'),
-                '--out-metrics', out] + _options(
-                    run.options(self.cfg_options))
+                '--out-metrics', out] + _options(run.options())
         if self.kind == 'slurm':
             return ['bash', osp.join(TOOLS, 'slurm_test.sh'),
                     self.partition, run.name, run.config, checkpoint, *args]
-        if run.gpus == 1:
+        if _single(run):
             return ['bash', osp.join(TOOLS, 'test.sh'), run.config,
                     checkpoint, *args]
         return ['bash', osp.join(TOOLS, 'dist_test.sh'), run.config,
                 checkpoint, str(run.gpus), *args]
+
+
+def _single(run: Run) -> bool:
+    """One process on one node: no torchrun."""
+    return run.gpus == 1 and int(os.environ.get('NNODES', '1')) == 1
 
 
 def _options(options: List[str]) -> List[str]:
@@ -532,10 +539,13 @@ class Executor:
         state = run_state(run)
         tag = f'{run.name}' + ('' if run.seed is None else
                                f' (seed {run.seed})')
+        if state.kind == 'running' and not self.writer:
+            # the first node marked it: the other nodes join its run
+            state = _checkpoint_state(run)
         if state.kind in ('done', 'running'):
             self.echo(f'{tag}: {state.text}, skipped')
             return state
-        options = parse_options(run.options(self.launcher.cfg_options))
+        options = parse_options(run.options())
         os.makedirs(run.work_dir, exist_ok=True)
         if state.progress != 'trained':
             resume = state.checkpoint is not None
@@ -897,7 +907,9 @@ def to_png(entries: List[dict], path: str) -> None:
         ax.set_facecolor('0.9')
         for i, row in enumerate(texts):
             for j, text in enumerate(row):
-                ax.text(j, i, text, ha='center', va='center', fontsize=7)
+                dark = abs(np.nan_to_num(delta[i, j])) > 0.6 * limit
+                ax.text(j, i, text, ha='center', va='center', fontsize=7,
+                        color='white' if dark else 'black')
         ax.set_xticks(range(len(grid['columns'])), grid['columns'],
                       fontsize=7)
         ax.set_yticks(range(len(grid['labels'])), grid['labels'], fontsize=7)
