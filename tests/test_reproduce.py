@@ -210,7 +210,7 @@ def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
         f'mmparax code of commit 0000000000 (now {commit[:10]})']
 
 
-# -- a small table, end to end ---------------------------------------------------
+# -- a small table, end to end ------------------------------------------------
 
 
 @pytest.fixture(scope='module')
@@ -412,7 +412,7 @@ def test_two_gloo_processes(tiny):
     log = (work_root / name / 'reproduce_train.log').read_text()
     assert 'tools/dist_train.sh' in log and 'Iter(train) [4/4]' in log
     metrics = result(work_root / name)
-    assert metrics['cfg_options'] == dict(train_cfg=dict(max_iters=4))
+    assert metrics['cfg_options'] == {'train_cfg.max_iters': 4}
     assert metrics['checkpoint']['path'].endswith('iter_4.pth')
     assert metrics['world_size'] == 2 and len(metrics['devices']) == 2
     assert 'tools/dist_test.sh' in (work_root / name /

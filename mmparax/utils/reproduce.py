@@ -471,10 +471,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Interrupted(Exception):
-    """The command was interrupted (Ctrl-C) while a run was working."""
-
-
 class Executor:
     """Runs the plan: each run trains (or resumes) then evaluates; a failed
     run is reported and the others go on."""
