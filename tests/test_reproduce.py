@@ -22,39 +22,24 @@ import yaml
 from PIL import Image
 
 from mmparax.apis.trusted_loading import TRUST_ENV
-from mmparax.testing import (make_ade20k, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import short_demo_config
 from mmparax.utils import reproduce
 from mmparax.utils.paper import metafile_models, parse_millions
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'reproduce.py')
-DEMO_CFG = osp.join(REPO, 'configs', 'demo',
-                    'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')
 ITERS, INTERVAL = 12, 4
 ENV = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
-# the demo recipe on 64x64 images, shortened: a checkpoint every INTERVAL
-# iterations, no validation (the evaluation is the run's test)
+# the short demo recipe with a method, no validation (the run's evaluation is
+# its test) and no data worker
 CONFIG = """\
-_base_ = [{demo!r}]
-data_root = {data_root!r}
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root))
-test_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root))
+_base_ = ['short_demo.py']
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+test_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False)
 val_dataloader = val_cfg = val_evaluator = None
-model = dict(
-    backbone=dict(peft={peft}, init_cfg=dict(checkpoint={pretrained!r})))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)
-]
-train_cfg = dict(max_iters={iters}, val_interval=1000)
-default_hooks = dict(
-    logger=dict(interval=2),
-    checkpoint=dict(interval={interval}, save_best=None))
+model = dict(backbone=dict(peft={peft}))
+default_hooks = dict(logger=dict(interval=2), checkpoint=dict(save_best=None))
 """
 METHODS = {
     'ParaX': "dict(type='ParaX', rank=4, kernel_sizes=(3, ), "
@@ -219,18 +204,16 @@ def tiny(tmp_path_factory):
     (the last one reads a data set that does not exist) and their
     metafile."""
     root = tmp_path_factory.mktemp('reproduce')
-    data_root = make_ade20k(str(root / 'ade'), num_train=8, num_val=4,
-                            img_size=(64, 64), num_classes=8, seed=0)
-    pretrained = write_checkpoint(
-        str(root / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict(0)))
+    short_demo_config(str(root), total=ITERS, interval=INTERVAL,
+                      num_train=8)
     configs = {}
     for method, peft in METHODS.items():
-        path = root / 'configs' / f'{FOLDER[method]}_tiny-swin_upernet.py'
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(CONFIG.format(
-            demo=DEMO_CFG, peft=peft, pretrained=pretrained,
-            data_root=str(root / 'nowhere') if method == 'Mona' else
-            data_root, iters=ITERS, interval=INTERVAL))
+        path = root / f'{FOLDER[method]}_tiny-swin_upernet.py'
+        text = CONFIG.format(peft=peft)
+        if method == 'Mona':
+            text += f"train_dataloader.update(dataset=dict(data_root=" \
+                f"{str(root / 'nowhere')!r}))\n"
+        path.write_text(text)
         configs[method] = path
     metafile = write_metafile(root / 'metafile.yml', [
         tiny_entry(method, path) for method, path in configs.items()])

@@ -40,6 +40,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
+from .atomic_file import atomic_write
 from .paper import (ROOT, config_path, metafile_models, metafiles, model_row,
                     paper_order, table_layout)
 
@@ -168,13 +169,10 @@ def _now() -> str:
 
 
 def write_json(path: str, data) -> None:
-    """Write ``data`` to ``path`` atomically (readers see the old or the
-    new file, never a part)."""
-    tmp = f'{path}.{os.getpid()}.{threading.get_ident()}.tmp'
-    with open(tmp, 'w') as f:
+    """Write ``data`` to ``path`` whole or not at all."""
+    with atomic_write(path, 'w') as f:
         json.dump(data, f, indent=1)
         f.write('\n')
-    os.replace(tmp, path)
 
 
 def read_json(path: str):
