@@ -1,6 +1,7 @@
 """Evaluate a checkpoint with an mmparax (mmseg / mmdet / mmpretrain)
 config."""
 import argparse
+import time
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmparax.apis import (add_run_arguments, build_runner, finish_run,
@@ -26,6 +27,13 @@ def parse_args(argv=None):
         help='folder to save painted predictions into (mmseg paints every '
         'default_hooks.visualization.interval-th image, 50 by default; '
         'mmpretrain every interval-th, 5000 by default)')
+    parser.add_argument(
+        '--out-metrics',
+        metavar='FILE',
+        help='write the metrics to FILE (JSON) with their provenance: the '
+        'config path and sha256 of its resolved text, the mmparax commit, '
+        'package versions, seed, world size, devices, wall time and the '
+        'checkpoint')
     add_run_arguments(parser)
     return parse_run_args(parser, argv)
 
@@ -57,8 +65,14 @@ def main(argv=None):
     if args.out:
         set_out(cfg, args.out)
     setup_run(cfg, args.trust_checkpoint, train=False)
+    start = time.time()
     runner = build_runner(cfg)
     metrics = runner.test()
+    if args.out_metrics:
+        from mmparax.utils.reproduce import write_metrics
+        write_metrics(args.out_metrics, metrics, args.config,
+                      args.cfg_options, cfg, args.checkpoint,
+                      time.time() - start)
     finish_run()
     return metrics
 

@@ -128,3 +128,106 @@ def metafile_models(metafile: str) -> Iterator[dict]:
     """The ``Models`` entries of ``metafile``."""
     with open(metafile) as f:
         yield from (yaml.safe_load(f) or {}).get('Models', [])
+
+
+#: the repository root, against which metafiles name their configs
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# the order of the paper's rows and columns
+METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
+           'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
+BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B',
+             'ViT-B', 'ViT-L')
+DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA', 'CIFAR-100', 'SVHN',
+            'Food-101', 'ImageNet-R')
+
+
+def metafiles(sources=()) -> list:
+    """The metafile.yml paths of ``sources`` (metafiles or folders holding
+    one); by default every metafile ``model-index.yml`` imports."""
+    if not sources:
+        with open(osp.join(ROOT, 'model-index.yml')) as f:
+            sources = [osp.join(ROOT, p) for p in yaml.safe_load(f)['Import']]
+    paths = []
+    for source in sources:
+        path = osp.join(source, 'metafile.yml') if osp.isdir(source) \
+            else source
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'{source}: neither a metafile.yml nor a folder holding one')
+        paths.append(path)
+    return paths
+
+
+def config_path(model: dict) -> str:
+    """The config file of a metafile model (``Config`` is relative to the
+    repository root unless absolute)."""
+    return model['Config'] if osp.isabs(model['Config']) else osp.join(
+        ROOT, model['Config'])
+
+
+def paper_table(model: dict) -> str:
+    """Which of the paper's tables a metafile model reproduces."""
+    if 'Paper Table' in model['Metadata']:
+        return str(model['Metadata']['Paper Table'])
+    results = {r['Task'] for r in model.get('Results', [])}
+    architecture = model['Metadata'].get('Architecture', [])
+    data = model['Metadata'].get('Training Data')
+    if 'Panoptic Segmentation' in results:
+        return '3'
+    if 'Instance Segmentation' in results:
+        return '2'
+    if data == 'ADE20K':
+        return '8' if 'VMamba-B' in architecture else '1'
+    return '-'
+
+
+def task_name(model: dict) -> str:
+    """'UPerNet ADE20K', 'Mask R-CNN COCO', ... of a metafile model."""
+    parts = [a for a in model['Metadata'].get('Architecture', [])[1:]
+             if a != 'FPN']
+    return f"{' '.join(parts)} {model['Metadata'].get('Training Data', '')}"
+
+
+def model_row(model: dict) -> dict:
+    """Where a metafile model sits in the paper: its table, method
+    (``In Collection``), backbone, task, config, data set, # P scope and
+    the paper's # P in millions (None where it prints none)."""
+    paper = model['Metadata'].get('Trainable Parameters')
+    return dict(
+        table=paper_table(model),
+        method=model['In Collection'],
+        backbone=model['Metadata']['Architecture'][0],
+        task=task_name(model),
+        config=model['Config'],
+        data=model['Metadata'].get('Training Data'),
+        scope=paper_scope(model),
+        paper_m=None if paper is None else parse_millions(paper))
+
+
+def _index(values, value):
+    return values.index(value) if value in values else len(values)
+
+
+def paper_order(row: dict) -> tuple:
+    """Sort key of :func:`model_row` dicts: the paper's tables, then task,
+    backbone and method in the paper's order."""
+    table = row['table']
+    return (int(table[:-1]) if table[-1:].isalpha() else
+            int(table) if table.isdigit() else 99, table, row['task'],
+            _index(BACKBONES, row['backbone']),
+            _index(METHODS, row['method']), row['method'])
+
+
+def table_layout(rows: list) -> tuple:
+    """(``'backbone'`` or ``'data'``, columns, methods) of one paper table's
+    :func:`model_row` dicts: a column per backbone, or per data set when
+    one backbone runs on several; both and the methods in the paper's
+    order."""
+    by = 'data' if len({r['backbone'] for r in rows}) == 1 and \
+        len({r['data'] for r in rows}) > 1 else 'backbone'
+    order = DATASETS if by == 'data' else BACKBONES
+    columns = sorted(dict.fromkeys(r[by] for r in rows),
+                     key=lambda c: _index(order, c))
+    methods = sorted(dict.fromkeys(r['method'] for r in rows),
+                     key=lambda m: _index(METHODS, m))
+    return by, columns, methods

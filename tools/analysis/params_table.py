@@ -23,22 +23,13 @@ import json
 import os.path as osp
 import sys
 
-import yaml
 from mmengine.config import Config
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.utils import build_config_model
-from mmparax.utils.paper import (metafile_models, paper_scope, parse_millions,
-                                 scoped_count)
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# the order of the paper's rows
-METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
-           'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
-BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B',
-             'ViT-B', 'ViT-L')
-DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA', 'CIFAR-100', 'SVHN',
-            'Food-101', 'ImageNet-R')
+from mmparax.utils.paper import (config_path, metafile_models, metafiles,
+                                 model_row, paper_order, scoped_count,
+                                 table_layout)
 
 
 def parse_args(argv=None):
@@ -62,84 +53,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _metafiles(sources):
-    if not sources:
-        with open(osp.join(ROOT, 'model-index.yml')) as f:
-            sources = [osp.join(ROOT, p) for p in yaml.safe_load(f)['Import']]
-    metafiles = []
-    for source in sources:
-        path = osp.join(source, 'metafile.yml') if osp.isdir(source) \
-            else source
-        if not osp.isfile(path):
-            raise FileNotFoundError(
-                f'{source}: neither a metafile.yml nor a folder holding one')
-        metafiles.append(path)
-    return metafiles
-
-
-def paper_table(model: dict) -> str:
-    """Which of the paper's tables a metafile model reproduces."""
-    if 'Paper Table' in model['Metadata']:
-        return str(model['Metadata']['Paper Table'])
-    results = {r['Task'] for r in model.get('Results', [])}
-    architecture = model['Metadata'].get('Architecture', [])
-    data = model['Metadata'].get('Training Data')
-    if 'Panoptic Segmentation' in results:
-        return '3'
-    if 'Instance Segmentation' in results:
-        return '2'
-    if data == 'ADE20K':
-        return '8' if 'VMamba-B' in architecture else '1'
-    return '-'
-
-
-def _task(model: dict) -> str:
-    parts = [a for a in model['Metadata'].get('Architecture', [])[1:]
-             if a != 'FPN']
-    return f"{' '.join(parts)} {model['Metadata'].get('Training Data', '')}"
-
-
 def rows(metafiles):
     """One dict per metafile model, in the order of the paper's tables."""
     out = []
     for metafile in metafiles:
         for model in metafile_models(metafile):
-            config = osp.join(ROOT, model['Config']) \
-                if not osp.isabs(model['Config']) else model['Config']
-            cfg = Config.fromfile(config)
-            scope = paper_scope(model)
+            row = model_row(model)
+            cfg = Config.fromfile(config_path(model))
             with contextlib.redirect_stdout(sys.stderr):
-                built = build_config_model(cfg, backbone_only=scope != 'model')
-            trainable = scoped_count(scope, built)
+                built = build_config_model(
+                    cfg, backbone_only=row['scope'] != 'model')
+            trainable = scoped_count(row['scope'], built)
             del built
-            paper = model['Metadata'].get('Trainable Parameters')
-            paper = None if paper is None else parse_millions(paper)
-            out.append(
-                dict(
-                    table=paper_table(model),
-                    method=model['In Collection'],
-                    backbone=model['Metadata']['Architecture'][0],
-                    task=_task(model),
-                    config=model['Config'],
-                    data=model['Metadata'].get('Training Data'),
-                    trainable=trainable,
-                    scope=scope,
-                    ours_m=round(trainable / 1e6, 3),
-                    paper_m=paper,
-                    match=None if paper is None else
-                    f'{trainable / 1e6:.1f}' == f'{paper:.1f}'))
-
-    def order(row):
-        def index(values, value):
-            return values.index(value) if value in values else len(values)
-
-        table = row['table']
-        return (int(table[:-1]) if table[-1:].isalpha() else
-                int(table) if table.isdigit() else 99, table, row['task'],
-                index(BACKBONES, row['backbone']),
-                index(METHODS, row['method']), row['method'])
-
-    return sorted(out, key=order)
+            paper = row['paper_m']
+            row.update(
+                trainable=trainable,
+                ours_m=round(trainable / 1e6, 3),
+                match=None if paper is None else
+                f'{trainable / 1e6:.1f}' == f'{paper:.1f}')
+            out.append(row)
+    return sorted(out, key=paper_order)
 
 
 _MATCH = {True: 'yes', False: 'no', None: '-'}
@@ -191,12 +124,7 @@ def grid(table_rows) -> str:
         tables.setdefault(row['table'], []).append(row)
     out = []
     for table, rows_ in tables.items():
-        by = 'data' if len({r['backbone'] for r in rows_}) == 1 and \
-            len({r['data'] for r in rows_}) > 1 else 'backbone'
-        order = DATASETS if by == 'data' else BACKBONES
-        columns = sorted(
-            dict.fromkeys(r[by] for r in rows_),
-            key=lambda c: order.index(c) if c in order else len(order))
+        by, columns, methods = table_layout(rows_)
         cells = {(r['method'], r[by]): r for r in rows_}
         tasks = ', '.join(
             dict.fromkeys(r['task'] for c in columns for r in rows_
@@ -208,10 +136,6 @@ def grid(table_rows) -> str:
         else:
             out.append('| method | ' + ' | '.join(columns) + ' |')
             out.append('|---|' + '---|' * len(columns))
-            methods = sorted(
-                dict.fromkeys(r['method'] for r in rows_),
-                key=lambda m: METHODS.index(m)
-                if m in METHODS else len(METHODS))
             for method in methods:
                 out.append(f'| {method} | ' + ' | '.join(
                     _cell(cells[method, c]) if (method, c) in cells else '-'
@@ -225,7 +149,7 @@ def grid(table_rows) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    table_rows = rows(_metafiles(args.sources))
+    table_rows = rows(metafiles(args.sources))
     text = dict(json=lambda r: json.dumps(r, indent=1), grid=grid,
                 markdown=markdown)[args.format](table_rows)
     print(text)
