@@ -1,0 +1,142 @@
+"""fp16 mixed precision on the CPU: ``AmpOptimWrapper`` configs train with
+``mmparax.CPUAmpOptimWrapper`` (float16 autocast, CPU ``GradScaler``), and
+``--resume`` restores the loss scaler bit-exactly."""
+import os.path as osp
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+
+from mmparax.apis import runtime
+from mmparax.engine import CPUAmpOptimWrapper
+from mmparax.testing import (check_ok, make_ade20k, run_tool,
+                             swin_to_microsoft, tiny_swin_state_dict,
+                             write_checkpoint)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_CFG = osp.join(REPO, 'tests', 'configs',
+                    'tiny_parax_swin_upernet_ade20k.py')
+ENV = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+STAND_IN = 'CPUAmpOptimWrapper: no CUDA device, the CPU stand-in'
+
+cpu_only = pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='the CPU stand-in replaces AmpOptimWrapper only without CUDA')
+
+
+def amp_wrapper(model, **amp_kwargs):
+    """``optim_wrapper=dict(type='AmpOptimWrapper', ...)`` as the tools
+    build it without CUDA."""
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper',
+                optimizer=dict(type='SGD', lr=0.1),
+                **amp_kwargs)))
+    runtime.check_optim_wrapper(cfg)
+    return build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+@cpu_only
+def test_amp_optim_wrapper_on_cpu(capsys):
+    MMLogger.get_instance('mmparax_amp_test')  # a current logger to print
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    wrapper = amp_wrapper(
+        model, loss_scale=dict(init_scale=2.**10, growth_interval=1))
+    assert type(wrapper) is CPUAmpOptimWrapper
+    assert STAND_IN in capsys.readouterr().out
+    x = torch.randn(3, 4)
+
+    with wrapper.optim_context(model):
+        out = model(x)
+    assert out.dtype == torch.float16
+    before = model.weight.detach().clone()
+    wrapper.update_params(out.float().square().mean())
+    assert model.weight.dtype == torch.float32  # float32 master weights
+    assert not torch.equal(model.weight, before)
+    assert wrapper.loss_scaler.get_scale() == 2.**11  # grown after 1 step
+
+    # inf gradients: the step is skipped and the scale lowered
+    before = model.weight.detach().clone()
+    with wrapper.optim_context(model):
+        out = model(x)
+    wrapper.update_params(out.float().sum() * float('inf'))
+    assert torch.equal(model.weight, before)
+    assert wrapper.loss_scaler.get_scale() == 2.**10
+
+    state = wrapper.state_dict()['loss_scaler']
+    assert state['scale'] == 2.**10 and state['_growth_tracker'] == 0
+
+
+def test_cpu_amp_bad_arguments():
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match='loss_scale must be'):
+        CPUAmpOptimWrapper(loss_scale='static', optimizer=optimizer)
+    with pytest.raises(ValueError, match='use_fsdp=True needs CUDA'):
+        CPUAmpOptimWrapper(use_fsdp=True, optimizer=optimizer)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        CPUAmpOptimWrapper(dtype='half', optimizer=optimizer)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('amp')
+    data_root = make_ade20k(
+        str(root / 'ade'), num_train=8, num_val=2, img_size=(64, 64),
+        num_classes=8, seed=0)
+    pretrained = write_checkpoint(
+        str(root / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict(0)))
+    return data_root, pretrained
+
+
+def train(data, work_dir, *args):
+    data_root, pretrained = data
+    proc = run_tool(
+        'train.py', TINY_CFG, '--amp', '--work-dir', work_dir, *args,
+        '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}',
+        f'model.backbone.init_cfg.checkpoint={pretrained}',
+        'train_cfg.max_iters=4', 'train_cfg.val_interval=100',
+        # the scale doubles every step: the state that must resume changes
+        'optim_wrapper.loss_scale.init_scale=1024.0',
+        'optim_wrapper.loss_scale.growth_interval=1',
+        cwd=work_dir.parent, env=ENV, timeout=300)
+    check_ok(proc)
+    return proc.stdout + proc.stderr
+
+
+def final(work_dir):
+    ckpt = torch.load(work_dir / 'iter_4.pth', map_location='cpu',
+                      weights_only=False)
+    return ckpt['state_dict'], ckpt['optimizer']['loss_scaler']
+
+
+@cpu_only
+def test_amp_training_resumes_bit_exactly(data, tmp_path):
+    straight = tmp_path / 'straight'
+    log = train(data, straight)
+    assert log.count(STAND_IN) == 1
+    losses = [float(v) for v in re.findall(r' loss: ([\d.]+)', log)]
+    assert len(losses) == 4 and all(map(torch.isfinite, torch.tensor(losses)))
+    middle = torch.load(straight / 'iter_2.pth', map_location='cpu',
+                        weights_only=False)['optimizer']['loss_scaler']
+    assert middle['scale'] == 4096.0  # two steps, each doubling
+
+    resumed = tmp_path / 'resumed'
+    resumed.mkdir()
+    ckpt = straight / 'iter_2.pth'
+    log = train(data, resumed, '--resume', ckpt, '--trust-checkpoint', ckpt)
+    assert 'resumed epoch: 0, iter: 2' in log
+    state, scaler = final(resumed)
+    reference, reference_scaler = final(straight)
+    assert scaler == reference_scaler and scaler['scale'] == 16384.0
+    assert state.keys() == reference.keys()
+    assert [k for k in state if not torch.equal(state[k], reference[k])] \
+        == []
