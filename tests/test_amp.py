@@ -1,21 +1,26 @@
 """fp16 mixed precision on the CPU: ``AmpOptimWrapper`` configs train with
 ``mmparax.CPUAmpOptimWrapper`` (float16 autocast, CPU ``GradScaler``), and
 ``--resume`` restores the loss scaler bit-exactly."""
+import math
 import os.path as osp
 import re
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
 from mmparax.apis import runtime
 from mmparax.engine import CPUAmpOptimWrapper
+from mmparax.peft.parax import FP16_ON_CPU_ENV
 from mmparax.testing import (check_ok, make_ade20k, run_tool,
                              swin_to_microsoft, tiny_swin_state_dict,
                              write_checkpoint)
+from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, build_pair,
+                                  perturb)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',
@@ -140,3 +145,139 @@ def test_amp_training_resumes_bit_exactly(data, tmp_path):
     assert state.keys() == reference.keys()
     assert [k for k in state if not torch.equal(state[k], reference[k])] \
         == []
+
+
+# -- every (method, host) pair in float16 ------------------------------------
+
+
+def fp16_method(method):
+    """The method's table settings; ParaX with its recipes' float16
+    adapters (``force_fp16``, on the CPU through the environment)."""
+    peft = dict(METHODS[method])
+    if method == 'ParaX':
+        peft['force_fp16'] = True
+    return peft
+
+
+@pytest.mark.parametrize('method, host', PAIRS)
+def test_float16_forward_backward(method, host, monkeypatch):
+    monkeypatch.setenv(FP16_ON_CPU_ENV, '1')
+    # two identical models: CoLoRA's updates depend on the last forward
+    model, twin = (perturb(
+        build_pair(host, fp16_method(method), drop_path_rate=0.0))
+                   for _ in range(2))
+    torch.manual_seed(0)
+    x = torch.randn(*HOSTS[host][2])
+    with torch.no_grad():
+        fp32 = twin(x)
+    with torch.autocast('cpu', dtype=torch.float16):
+        outs = model(x)
+    for out, ref in zip(outs, fp32):
+        assert out.dtype in (torch.float16, torch.float32)
+        assert torch.isfinite(out).all()
+        # float16 rounding (the outputs' norms may be float32): close to
+        # the float32 model, not equal
+        error = (out.float() - ref).norm() / ref.norm()
+        assert 0 < error < 2e-2, error
+    sum(o.float().square().mean() for o in outs).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, name
+            assert p.grad.dtype == torch.float32, name
+            assert torch.isfinite(p.grad).all(), name
+        else:
+            assert p.grad is None, name
+
+
+class TinySegmentor(nn.Module):
+    """A host and a 1x1 conv classifier on its last feature map."""
+
+    def __init__(self, backbone, channels, num_classes=4):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Conv2d(channels, num_classes, 1)
+
+    def loss(self, x, labels):
+        logits = self.head(self.backbone(x)[-1])
+        logits = F.interpolate(logits, labels.shape[-2:], mode='bilinear')
+        return F.cross_entropy(logits, labels)
+
+
+@cpu_only
+@pytest.mark.parametrize('method, host', PAIRS)
+def test_amp_steps_reduce_the_loss(method, host, monkeypatch):
+    monkeypatch.setenv(FP16_ON_CPU_ENV, '1')
+    backbone = build_pair(host, fp16_method(method), drop_path_rate=0.0)
+    x = torch.randn(*HOSTS[host][2])
+    with torch.no_grad():
+        channels = backbone(x)[-1].shape[1]
+    model = TinySegmentor(backbone, channels)
+    labels = torch.randint(0, 4, (x.shape[0], *x.shape[-2:]))
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper',
+                loss_scale='dynamic',
+                optimizer=dict(type='AdamW', lr=1e-3))))
+    runtime.check_optim_wrapper(cfg)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    losses = []
+    for _ in range(4):
+        with wrapper.optim_context(model):
+            loss = model.loss(x, labels)
+        wrapper.update_params(loss)
+        losses.append(loss.item())
+    assert all(map(math.isfinite, losses)), losses
+    assert losses[-1] < losses[0], losses
+
+
+# -- CoLoRA's precision under mixed precision, as the official code ---------
+
+
+def official_amp_filter(u, window, scale=0.2):
+    """The official ``BilateralModule`` as it runs: under a float16
+    autocast; u [B, r, H, W] -> u + scale * F(u)."""
+    with torch.autocast(u.device.type, dtype=torch.float16):
+        C, pad = u.shape[1], window.shape[-1] // 2
+        span = (u.amax(dim=[-2, -1], keepdim=True) -
+                u.amin(dim=[-2, -1], keepdim=True)).clamp(min=1e-5)
+        gx = math.pi / (2 * span) * u
+        sin, cos = gx.sin().clamp_min(0.0), gx.cos().clamp_min(0.0)
+        u_pad, sin_pad, cos_pad = (F.pad(t, (pad, ) * 4, mode='reflect')
+                                   for t in (u, sin, cos))
+        kernel = window.expand(C, 1, -1, -1)
+        x_cos = cos * F.conv2d(cos_pad * u_pad, kernel, groups=C)
+        x_sin = sin * F.conv2d(sin_pad * u_pad, kernel, groups=C)
+        norm = cos * F.conv2d(cos_pad, kernel, groups=C) + \
+            sin * F.conv2d(sin_pad, kernel, groups=C)
+        out = (x_cos + x_sin) / (norm + 1e-5)
+    return u + scale * out
+
+
+def test_colora_precision_under_autocast():
+    """A CoLoRA ConvNeXt block under float16 autocast: frozen convs and the
+    conv branch in float16 with the filter under float16 autocast, the
+    pointwise layers with their updates (and GELU) in float32, as the
+    official block under AMP."""
+    model = perturb(
+        build_pair('ConvNeXt', METHODS['CoLoRA'], drop_path_rate=0.0))
+    block = model.stages[0][1]
+    conv = block.depthwise_conv.colora
+    pair = block.pointwise_conv1.colora
+    fc1, fc2 = block.pointwise_conv1, block.pointwise_conv2
+    x = torch.randn(2, 16, 12, 10)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+        out = model.forward_block(block, x)
+        # the official block, written out
+        u = official_amp_filter(F.conv2d(x, conv.A), conv.window[None, None])
+        dw = block.depthwise_conv
+        h = F.conv2d(x, dw.weight, dw.bias, padding=3, groups=16) + F.conv2d(
+            u, conv.B, padding=1, groups=conv.rank)
+        h = block.norm(h.permute(0, 2, 3, 1), data_format='channel_last')
+        with torch.autocast('cpu', enabled=False):
+            h = F.linear(h.float(), fc1.weight + pair.delta1(), fc1.bias)
+            h = F.linear(F.gelu(h), fc2.weight + pair.delta2(), fc2.bias)
+            expected = x + (block.gamma * h).permute(0, 3, 1, 2)
+        assert u.dtype == torch.float16
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
