@@ -20,6 +20,7 @@ from mmparax.testing import (check_ok, make_ade20k, run_tool,
                              swin_to_microsoft, tiny_swin_state_dict,
                              write_checkpoint)
 from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, build_pair,
+                                  float16_forward_backward, float16_method,
                                   perturb)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -150,43 +151,13 @@ def test_amp_training_resumes_bit_exactly(data, tmp_path):
 # -- every (method, host) pair in float16 ------------------------------------
 
 
-def fp16_method(method):
-    """The method's table settings; ParaX with its recipes' float16
-    adapters (``force_fp16``, on the CPU through the environment)."""
-    peft = dict(METHODS[method])
-    if method == 'ParaX':
-        peft['force_fp16'] = True
-    return peft
-
-
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_float16_forward_backward(method, host, monkeypatch):
     monkeypatch.setenv(FP16_ON_CPU_ENV, '1')
-    # two identical models: CoLoRA's updates depend on the last forward
-    model, twin = (perturb(
-        build_pair(host, fp16_method(method), drop_path_rate=0.0))
-                   for _ in range(2))
-    torch.manual_seed(0)
-    x = torch.randn(*HOSTS[host][2])
-    with torch.no_grad():
-        fp32 = twin(x)
-    with torch.autocast('cpu', dtype=torch.float16):
-        outs = model(x)
-    for out, ref in zip(outs, fp32):
-        assert out.dtype in (torch.float16, torch.float32)
-        assert torch.isfinite(out).all()
-        # float16 rounding (the outputs' norms may be float32): close to
-        # the float32 model, not equal
-        error = (out.float() - ref).norm() / ref.norm()
-        assert 0 < error < 2e-2, error
-    sum(o.float().square().mean() for o in outs).backward()
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None, name
-            assert p.grad.dtype == torch.float32, name
-            assert torch.isfinite(p.grad).all(), name
-        else:
-            assert p.grad is None, name
+    # float16 rounding (the outputs' norms may be float32): close to the
+    # float32 model, not equal
+    error = float16_forward_backward(method, host)
+    assert 0 < error < 2e-2, error
 
 
 class TinySegmentor(nn.Module):
@@ -207,7 +178,7 @@ class TinySegmentor(nn.Module):
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_amp_steps_reduce_the_loss(method, host, monkeypatch):
     monkeypatch.setenv(FP16_ON_CPU_ENV, '1')
-    backbone = build_pair(host, fp16_method(method), drop_path_rate=0.0)
+    backbone = build_pair(host, float16_method(method), drop_path_rate=0.0)
     x = torch.randn(*HOSTS[host][2])
     with torch.no_grad():
         channels = backbone(x)[-1].shape[1]

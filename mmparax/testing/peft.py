@@ -70,3 +70,50 @@ def perturb(model: nn.Module, seed: int = 1) -> nn.Module:
         if p.requires_grad:
             p.add_(torch.randn_like(p) * 0.05)
     return model
+
+
+def float16_method(method: str) -> dict:
+    """:data:`METHODS` settings of ``method``; ParaX with the recipes'
+    float16 adapters (``force_fp16``; on the CPU only with
+    ``$MMPARAX_FORCE_FP16_ON_CPU=1``)."""
+    peft = dict(METHODS[method])
+    if method == 'ParaX':
+        peft['force_fp16'] = True
+    return peft
+
+
+def float16_forward_backward(method: str, host: str,
+                             device: str = 'cpu') -> float:
+    """Forward and backward of the (method, host) pair under float16
+    autocast on ``device``; raise ``AssertionError`` on a non-finite output
+    or gradient, a trainable parameter without a float32 gradient or a
+    frozen one with a gradient.
+
+    Returns:
+        float: the largest relative error (L2) of an output against the same
+        model in float32 (two twins: CoLoRA's updates depend on the last
+        forward).
+    """
+    model, twin = (perturb(
+        build_pair(host, float16_method(method),
+                   drop_path_rate=0.0)).to(device) for _ in range(2))
+    torch.manual_seed(0)
+    x = torch.randn(*HOSTS[host][2], device=device)
+    with torch.no_grad():
+        fp32 = twin(x)
+    with torch.autocast(device.split(':')[0], dtype=torch.float16):
+        outs = model(x)
+    errors = []
+    for i, (out, ref) in enumerate(zip(outs, fp32)):
+        assert out.dtype in (torch.float16, torch.float32), (i, out.dtype)
+        assert torch.isfinite(out).all(), f'output {i} is not finite'
+        errors.append(((out.float() - ref).norm() / ref.norm()).item())
+    sum(o.float().square().mean() for o in outs).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f'{name}: no gradient'
+            assert p.grad.dtype == torch.float32, f'{name}: {p.grad.dtype}'
+            assert torch.isfinite(p.grad).all(), f'{name}: not finite'
+        else:
+            assert p.grad is None, f'{name}: frozen, has a gradient'
+    return max(errors)
