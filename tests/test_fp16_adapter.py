@@ -9,6 +9,13 @@ from mmparax.models import Swin
 from mmparax.peft import ParaX
 from mmparax.testing import tiny_swin_kwargs
 
+
+@pytest.fixture(autouse=True)
+def fp16_on_cpu_unset(monkeypatch):
+    """The CPU is the no-op device unless a test asks otherwise."""
+    monkeypatch.delenv(parax_module.FP16_ON_CPU_ENV, raising=False)
+
+
 SETTINGS = [
     dict(),
     dict(layer_scale=1e-5, res_scale=None),  # the Swin-B Mask R-CNN recipe
