@@ -101,7 +101,7 @@ def train(method: str, rank: int = 0, world_size: int = 1) -> dict:
     being initialised) under DDP on this rank's share of the batch.
 
     Returns ``grads`` (per step, the gradient of each trainable parameter
-    the optimizer applied) and ``params`` (the trained parameters).
+    that has one) and ``params`` (the trained parameters).
     """
     model = tiny_segmentor(method)
     optim_wrapper = build_optim_wrapper(
@@ -116,6 +116,7 @@ def train(method: str, rank: int = 0, world_size: int = 1) -> dict:
         lambda opt, args, kwargs: grads.append({
             names[p]: p.grad.clone()
             for group in opt.param_groups for p in group['params']
+            if p.grad is not None
         }))
     wrapped = model
     if world_size > 1:
