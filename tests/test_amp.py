@@ -34,15 +34,13 @@ cpu_only = pytest.mark.skipif(
     reason='the CPU stand-in replaces AmpOptimWrapper only without CUDA')
 
 
-def amp_wrapper(model, **amp_kwargs):
+def amp_wrapper(model, optimizer=dict(type='SGD', lr=0.1), **amp_kwargs):
     """``optim_wrapper=dict(type='AmpOptimWrapper', ...)`` as the tools
     build it without CUDA."""
     cfg = Config(
         dict(
             optim_wrapper=dict(
-                type='AmpOptimWrapper',
-                optimizer=dict(type='SGD', lr=0.1),
-                **amp_kwargs)))
+                type='AmpOptimWrapper', optimizer=optimizer, **amp_kwargs)))
     runtime.check_optim_wrapper(cfg)
     return build_optim_wrapper(model, cfg.optim_wrapper)
 
@@ -184,14 +182,7 @@ def test_amp_steps_reduce_the_loss(method, host, monkeypatch):
         channels = backbone(x)[-1].shape[1]
     model = TinySegmentor(backbone, channels)
     labels = torch.randint(0, 4, (x.shape[0], *x.shape[-2:]))
-    cfg = Config(
-        dict(
-            optim_wrapper=dict(
-                type='AmpOptimWrapper',
-                loss_scale='dynamic',
-                optimizer=dict(type='AdamW', lr=1e-3))))
-    runtime.check_optim_wrapper(cfg)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    wrapper = amp_wrapper(model, dict(type='AdamW', lr=1e-3))
     losses = []
     for _ in range(4):
         with wrapper.optim_context(model):
