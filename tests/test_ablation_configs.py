@@ -54,7 +54,7 @@ ROWS = {
     f'parax-router8{SWIN_B}': (dict(router_hidden=8), 4_975_088),
     f'parax-router24{SWIN_B}': (dict(router_hidden=24), 5_414_640),
     f'parax-router40{SWIN_B}': (dict(router_hidden=40), 5_854_192),
-    f'parax-noconv{SWIN_L}': (dict(with_conv=False), 6_272_448),
+    f'parax-static-conv{SWIN_L}': (dict(kernel_sizes=()), 6_994_368),
 }
 
 
@@ -96,5 +96,6 @@ def test_trainable_counts():
     matched = {Path(r['config']).name for r in rows if r['match']}
     assert matched == {
         f'parax-m4l-r40{SWIN_B}', f'parax-k357-nosa{SWIN_B}',
-        f'parax-router8{SWIN_B}', f'parax-router40{SWIN_B}'
+        f'parax-router8{SWIN_B}', f'parax-router40{SWIN_B}',
+        f'parax-static-conv{SWIN_L}'
     }

@@ -234,6 +234,8 @@ def test_strict_and_peft_checkpoints(demo, tmp_path):
         load_checkpoint_strict(model, cfg, path)
     assert key in str(error.value) and 'decode_head.extra.weight' in str(
         error.value)
+    # the message names the config
+    assert f'does not fit the model of {cfg.filename}:' in str(error.value)
 
     # a PEFT checkpoint loads over the config's pretrained backbone
     pretrained = build_model(cfg, 'pretrained')
@@ -245,8 +247,10 @@ def test_strict_and_peft_checkpoints(demo, tmp_path):
                for k, v in again.state_dict().items())
     # ... and only over the backbone it was trained on
     save_peft_checkpoint(model, peft_path)  # a random backbone
-    with pytest.raises(CheckpointMismatchError, match='another pretrained'):
+    with pytest.raises(CheckpointMismatchError,
+                       match='another pretrained') as error:
         build_model(cfg, peft_path)
+    assert f'than that of {cfg.filename} (' in str(error.value)
 
 
 # -- (d) the CLIs end to end --------------------------------------------------

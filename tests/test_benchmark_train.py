@@ -1,5 +1,4 @@
 """tools/analysis/benchmark_train.py on tiny Swin configs."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -9,6 +8,7 @@ import torch.nn as nn
 from mmengine.config import Config
 from PIL import Image
 
+from mmparax.testing import load_tool
 from mmparax.utils import build_config_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -20,18 +20,7 @@ TINY_METHODS = {
     'lora': 'peft=dict(rank=4), ',
     'parax': 'peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4), ',
 }
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'mmparax_tools_benchmark_train',
-        osp.join(REPO, 'tools', 'analysis', 'benchmark_train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+tool = load_tool('analysis/benchmark_train.py')
 
 
 @pytest.fixture(scope='module')
@@ -106,8 +95,45 @@ def test_memory_and_ratios(run):
     assert full['mem_ratio'] == 1
     assert lora['mem_ratio'] == pytest.approx(
         lora['mem_mb'] / full['mem_mb'], abs=1e-3)
-    assert lora['paper_thr_ratio'] == pytest.approx(4.1 / 4.6, abs=1e-3)
-    assert parax['paper']['mem_gb'] == 3.2
+    # tiny Swin-B copies are not Table 15's Swin-L configs: no paper figures
+    for row in (full, lora, parax):
+        assert row['paper'] is None
+        assert row['paper_thr_ratio'] is row['paper_mem_ratio'] is None
+
+
+def _result(config, method, imgs_per_s=1.0):
+    return dict(config=config, method=method, imgs_per_s=imgs_per_s,
+                s_per_step_min=1 / imgs_per_s, mem_mb=10.0)
+
+
+def test_paper_figures_only_beside_table15_configs(tmp_path):
+    """The Table 15 configs get the paper's figures, by any relative path;
+    a copy under another name, or another backbone's config of the same
+    method, gets none."""
+    table15 = [osp.join(REPO, c) for c in tool.DEFAULT_CONFIGS]
+    full, parax = table15[0], table15[-1]
+    copy = tmp_path / osp.basename(parax)
+    copy.write_text(open(parax).read())
+    swin_b = osp.join(REPO, 'configs', 'parax',
+                      'parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py')
+    results = [
+        _result(osp.relpath(full), 'Full-tuning'),
+        _result(parax, 'ParaX', 0.9),
+        _result(str(copy), 'ParaX'),
+        _result(swin_b, 'ParaX')
+    ]
+    tool.add_ratios(results)
+    assert results[0]['paper']['imgs_per_s'] == 4.6
+    assert results[1]['paper']['mem_gb'] == 3.2
+    assert results[1]['paper_thr_ratio'] == pytest.approx(4.0 / 4.6,
+                                                          abs=1e-3)
+    for other in results[2:]:
+        assert other['paper'] is None and other['paper_thr_ratio'] is None
+    # ratios to a reference that is not Table 15's have no paper side
+    results = [_result(swin_b, 'Full-tuning'), _result(parax, 'ParaX')]
+    tool.add_ratios(results)
+    assert results[1]['paper']['mem_gb'] == 3.2
+    assert results[1]['paper_thr_ratio'] is None
 
 
 def test_table_and_plot(run):
@@ -119,7 +145,7 @@ def test_table_and_plot(run):
     assert lines[3].startswith('| ParaX | 0.')
     cells = [c.strip() for c in lines[3].split('|')[1:-1]]
     assert len(cells) == 15
-    assert cells[2] == '7.3' and cells[9] == '0.87'  # paper # P, thr x
+    assert cells[2] == '-' and cells[9] == '-'  # paper # P, thr x
     png = out_dir / 'throughput_memory.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     with Image.open(png) as image:

@@ -1,6 +1,7 @@
 """Checkpoint loading never runs code from an untrusted file: remote schemes,
 trust of what a run wrote (not of its whole work dir), damaged files, and
 what the restricted loader reports it refused."""
+import json
 import os
 import os.path as osp
 
@@ -244,16 +245,94 @@ def test_recorded_checkpoint_is_trusted_until_changed(safe_env, tmp_path):
 def test_manifest_sealed_by_another_key_is_not_trusted(
         safe_env, tmp_path, monkeypatch):
     # a work dir (manifest included) made on another machine or by someone
-    # else, then unpacked here
+    # else, then unpacked here, where our own key exists
     marker = tmp_path / 'code_ran'
+    (tmp_path / 'ours').mkdir()
+    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'our_key'))
+    record_written_checkpoint(str(crafted(tmp_path / 'ours' / 'a.pth',
+                                          marker)))
     ckpt = crafted(tmp_path / 'iter_4.pth', marker)
     monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'their_key'))
     record_written_checkpoint(str(ckpt))
     assert trusted_loading.trust_reason(str(ckpt))
     monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'our_key'))
+    assert trusted_loading._key(create=False) is not None
     assert trusted_loading.trust_reason(str(ckpt)) is None
     with pytest.raises(UntrustedCheckpointError):
         load_from_local(str(ckpt), 'cpu')
+    assert not marker.exists()
+
+
+def _edit_manifest(folder, edit):
+    path = folder / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    edit(data['checkpoints'])
+    path.write_text(json.dumps(data))
+
+
+def test_manifest_edited_by_hand_is_not_trusted(safe_env, tmp_path):
+    work_dir = tmp_path / 'run'
+    work_dir.mkdir()
+    marker = tmp_path / 'code_ran'
+    ckpt = crafted(work_dir / 'iter_1.pth', marker)
+    record_written_checkpoint(str(ckpt))
+    assert trusted_loading.trust_reason(str(ckpt))
+    # other bytes under the recorded name, the entry's size and hash edited
+    # to match them (its seal kept)
+    crafted(ckpt, marker, weights={'w': torch.zeros(3)})
+    size, sha256 = osp.getsize(ckpt), trusted_loading._sha256(str(ckpt))
+    _edit_manifest(work_dir, lambda e: e['iter_1.pth'].update(
+        size=size, sha256=sha256))
+    # a new entry with the seal of another
+    other = crafted(work_dir / 'iter_2.pth', marker)
+    _edit_manifest(work_dir, lambda e: e.update({'iter_2.pth': dict(
+        e['iter_1.pth'], size=osp.getsize(other),
+        sha256=trusted_loading._sha256(str(other)))}))
+    for path in (ckpt, other):
+        assert trusted_loading.trust_reason(str(path)) is None
+        with pytest.raises(UntrustedCheckpointError):
+            load_from_local(str(path), 'cpu')
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('key', [b'', b'\n', b'0123456789abcdef'])
+def test_empty_or_short_key_file_is_refused(safe_env, tmp_path, monkeypatch,
+                                            key):
+    key_file = tmp_path / 'key'  # the key file of safe_env
+    key_file.write_bytes(key)
+    work_dir = tmp_path / 'run'
+    work_dir.mkdir()
+    marker = tmp_path / 'code_ran'
+    ckpt = crafted(work_dir / 'iter_1.pth', marker)
+    # a manifest sealed with that key: anyone who can guess it can make one
+    size, sha256 = osp.getsize(ckpt), trusted_loading._sha256(str(ckpt))
+    (work_dir / MANIFEST_NAME).write_text(json.dumps(dict(
+        version=1, checkpoints={'iter_1.pth': dict(
+            size=size, sha256=sha256, mac=trusted_loading._seal(
+                key.strip(), 'iter_1.pth', size, sha256))})))
+    assert trusted_loading.trust_reason(str(ckpt)) is None
+    with pytest.raises(UntrustedCheckpointError):
+        load_from_local(str(ckpt), 'cpu')
+    assert not marker.exists()
+    # nor is it used to record, or replaced behind the user's back
+    logs = capture_logs(monkeypatch, trusted_loading)
+    assert record_written_checkpoint(str(ckpt)) is None
+    assert str(key_file) in logs[-1] and '32' in logs[-1]
+    assert key_file.read_bytes() == key
+
+
+def test_trusted_folder_does_not_trust_a_name_it_prefixes(safe_env,
+                                                          tmp_path):
+    marker = tmp_path / 'code_ran'
+    for folder in ('b', 'bc'):
+        (tmp_path / folder).mkdir()
+        crafted(tmp_path / folder / 'x.pth', marker)
+    trust_checkpoints(str(tmp_path / 'b') + os.sep)
+    assert trusted_loading.trust_reason(str(tmp_path / 'b' / 'x.pth'))
+    assert trusted_loading.trust_reason(str(tmp_path / 'bc' / 'x.pth')) \
+        is None
+    with pytest.raises(UntrustedCheckpointError):
+        load_from_local(str(tmp_path / 'bc' / 'x.pth'), 'cpu')
     assert not marker.exists()
 
 
@@ -357,6 +436,22 @@ def test_damaged_files_are_named_as_damaged(safe_env, tmp_path, kind, entry):
     assert f'({size:,} bytes)' in message
     assert 'damaged or is not a PyTorch checkpoint' in message
     assert 'download the file again' in message
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_truncated_untrusted_checkpoint_is_damaged(safe_env, tmp_path,
+                                                   legacy):
+    # a runner checkpoint (objects beyond tensors), cut off, not trusted
+    marker = tmp_path / 'code_ran'
+    path = tmp_path / 'iter_8.pth'
+    torch.save({'state_dict': tiny_swin_state_dict(seed=0),
+                'x': _RunsCode(str(marker))}, path,
+               _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(DamagedCheckpointError, match='damaged'):
+        load_from_local(str(path), 'cpu')
+    assert not marker.exists()
 
 
 def test_damaged_download_names_the_url(safe_env, tmp_path):

@@ -42,7 +42,8 @@ HEAD_1000 = 768 * 1000 + 1000
 METHODS = {
     'full': (None, 85_798_656, 86.0),
     'vpt': (dict(type='VPT', num_tokens=10), 92_160, 0.1),
-    'lora': (dict(type='LoRA', rank=85, targets=['qkv:qv']), 3_133_440, 3.9),
+    'lora': (dict(type='LoRA', rank=85, alpha=1, targets=['qkv:qv']),
+             3_133_440, 3.9),
     'adaptformer': (dict(type='AdaptFormer', hidden_dim=192, scale=0.1,
                          dropout=0.1), 3_550_464, 4.3),
     'repadapter': (dict(type='RepAdapter', hidden_dim=126, groups=2,

@@ -66,12 +66,27 @@ def run_script(name, *args, cwd):
                           timeout=300)
 
 
+# 8 iterations, validated and saved at 4 and 8; 5 validation images (the
+# sampler pads rank 1's shard) of 4 classes, so that a few iterations
+# already move the scores
+SCHEDULE = [
+    'train_cfg.max_iters=8', 'train_cfg.val_interval=4',
+    'default_hooks.checkpoint.interval=4', 'optim_wrapper.optimizer.lr=3e-3'
+]
+VAL_METRICS = re.compile(r'Iter\((?:val|test)\) \[\d+/\d+\]\s+'
+                         r'(aAcc: [\d.]+\s+mIoU: [\d.]+\s+mAcc: [\d.]+)')
+
+
 @pytest.fixture(scope='module')
 def dist_trained(tmp_path_factory):
-    """4 iterations of tools/dist_train.sh CONFIG 2 on the CPU."""
+    """8 iterations of tools/dist_train.sh CONFIG 2 on the CPU."""
     tmp_path = tmp_path_factory.mktemp('dist')
     data_root = make_ade20k(
-        str(tmp_path / 'ade'), num_train=8, num_val=4, img_size=(64, 64))
+        str(tmp_path / 'ade'),
+        num_train=8,
+        num_val=5,
+        img_size=(64, 64),
+        num_classes=4)
     pretrained_sd = tiny_swin_state_dict(seed=0)
     pretrained = write_checkpoint(
         str(tmp_path / 'swin_tiny_microsoft.pth'),
@@ -80,7 +95,8 @@ def dist_trained(tmp_path_factory):
     cwd = tmp_path / 'elsewhere'  # the script must not depend on the cwd
     cwd.mkdir()
     proc = run_script('dist_train.sh', PROBE_CFG, 2, '--work-dir', work_dir,
-                      *data_options(data_root, pretrained), cwd=cwd)
+                      *data_options(data_root, pretrained), *SCHEDULE,
+                      cwd=cwd)
     return dict(
         proc=proc,
         work_dir=work_dir,
@@ -100,9 +116,9 @@ def test_dist_train_two_processes_on_cpu(dist_trained):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert 'gloo backend instead of nccl' in log
-    assert 'Iter(train) [4/4]' in log
+    assert 'Iter(train) [8/8]' in log
     assert re.search(r'SyncBN .* BN .*model\.decode_head\.norm_cfg', log)
-    assert (work_dir / 'iter_4.pth').exists()
+    assert (work_dir / 'iter_8.pth').exists()
 
     dumped = Config.fromfile(
         str(work_dir / 'tiny_parax_swin_upernet_ade20k_rank_params.py'),
@@ -118,6 +134,8 @@ def test_dist_train_two_processes_on_cpu(dist_trained):
         for r in (0, 1)
     ]
     assert set(ranks[0]) == set(ranks[1])
+    # parameters and buffers: the BN statistics too
+    assert any(k.endswith('.bn.running_mean') for k in ranks[0])
     trainable = [
         k for k in ranks[0] if '.adapter' in k or '.expert_centers.' in k
     ]
@@ -177,6 +195,20 @@ def test_cpu_adaptation(monkeypatch):
     runtime.prepare_cpu_distributed(cfg)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model.norm_cfg.type == 'BN'
+
+
+def test_average_buffers_hook_in_distributed_training_only():
+    cfg = _dist_cfg()
+    runtime.add_average_buffers_hook(cfg)
+    runtime.add_average_buffers_hook(cfg)  # once
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'mmparax.PEFTCheckHook', 'mmparax.PEFTCheckpointHook',
+        'mmparax.AverageBuffersHook'
+    ]
+    cfg = _dist_cfg()
+    cfg.launcher = 'none'
+    runtime.add_average_buffers_hook(cfg)
+    assert len(cfg.custom_hooks) == 2
 
 
 def test_cpu_init_dist_uses_gloo(monkeypatch):
@@ -341,13 +373,36 @@ def test_dist_test_two_processes_on_cpu(dist_trained):
     assert dist_trained['proc'].returncode == 0
     work_dir = dist_trained['work_dir']
     proc = run_script(
-        'dist_test.sh', TINY_CFG, work_dir / 'iter_4.pth', 2, '--work-dir',
+        'dist_test.sh', TINY_CFG, work_dir / 'iter_8.pth', 2, '--work-dir',
         work_dir,
         *data_options(dist_trained['data_root'], dist_trained['pretrained']),
         cwd=dist_trained['cwd'])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
-    assert 'Iter(test) [2/2]' in log  # 4 images over 2 processes
-    match = re.search(r'Iter\(test\) \[2/2\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)',
+    assert 'Iter(test) [3/3]' in log  # 5 images over 2 processes
+    match = re.search(r'Iter\(test\) \[3/3\]\s+aAcc: [\d.]+\s+mIoU: ([\d.]+)',
                       log)
     assert match and 0.0 <= float(match.group(1)) <= 100.0
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason='checks the CPU-only gloo/BN path; a CUDA device is present')
+def test_dist_validation_scores_the_saved_checkpoints(dist_trained):
+    """The scores a 2-process run logs at iterations 4 and 8 are those
+    tools/test.sh gives its iter_4.pth and iter_8.pth: every rank
+    validates with the buffers (BN statistics) rank 0 saves."""
+    proc = dist_trained['proc']
+    assert proc.returncode == 0
+    logged = VAL_METRICS.findall(proc.stdout + proc.stderr)
+    assert len(logged) == 2, (proc.stdout + proc.stderr)[-6000:]
+    for it, scores in zip((4, 8), logged):
+        test = run_script(
+            'test.sh', TINY_CFG, dist_trained['work_dir'] / f'iter_{it}.pth',
+            '--work-dir', dist_trained['cwd'] / f'test_{it}',
+            *data_options(dist_trained['data_root'],
+                          dist_trained['pretrained']),
+            cwd=dist_trained['cwd'])
+        log = test.stdout + test.stderr
+        assert test.returncode == 0, log[-6000:]
+        assert VAL_METRICS.findall(log) == [scores], it

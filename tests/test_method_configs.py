@@ -56,15 +56,13 @@ EXPECTED = sorted(f'{m}/{m}_{b}{t}' for m, rows in ROWS.items()
 # Rows whose # P no integer width prints at 0.1M: their exact counts
 # (the configs say why).
 NO_EXACT_FIT = {
-    **{f'lora/lora_convnext-b{t}': 5_779_200
+    **{f'lora/lora_convnext-b{t}': 5_775_360
        for t in (ADE, MRCNN, PANOPTIC)},
-    **{f'lora/lora_convnext-l{t}': 8_668_800
+    **{f'lora/lora_convnext-l{t}': 8_663_040
        for t in (ADE, MRCNN, PANOPTIC)},
-    **{f'snell/snell_swin-b{t}': 5_851_392
-       for t in (ADE, MRCNN, PANOPTIC, POTSDAM, LOVEDA)},
-    **{f'snell/snell_swin-l{t}': 8_777_088
+    **{f'snell/snell_swin-l{t}': 8_771_328
        for t in (ADE, MRCNN, PANOPTIC)},
-    **{f'snell/snell_convnext-b{t}': 6_320_640
+    **{f'snell/snell_convnext-b{t}': 6_316_800
        for t in (ADE, MRCNN, PANOPTIC)},
     # Table 4 counts a 1000-class head: 2,985,984 + 769,000
     **{f'snell/snell_vit-b-mae{t}': 3_754_984
@@ -164,7 +162,7 @@ def test_table_tool_prints_markdown_and_json():
     assert len(rows) == len(ROWS['lora'])
     swin_b = [r for r in rows if r['backbone'] == 'Swin-B']
     assert {r['table'] for r in swin_b} == {'1', '2', '3', '10'}
-    assert all(r['trainable'] == 5_394_176 and r['paper_m'] == 5.4
+    assert all(r['trainable'] == 5_390_336 and r['paper_m'] == 5.4
                and r['match'] for r in swin_b)
     out = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -159,10 +159,10 @@ def test_closed_form_gives_the_papers_counts():
         return sum(per_block * n * per_adapter(d, r)
                    for d, n in zip(dims, depths)) + 2 * sum(dims)
 
-    assert total(base, (2, 2, 18, 2), 90, 2) == 5_224_640
-    assert total(large, (2, 2, 18, 2), 90, 2) == 7_452_480
-    assert total(base, (3, 3, 27, 3), 144, 1) == 6_494_592
-    assert total(large, (3, 3, 27, 3), 144, 1) == 9_140_544
+    assert total(base, (2, 2, 18, 2), 90, 2) == 5_220_800
+    assert total(large, (2, 2, 18, 2), 90, 2) == 7_531_824
+    assert total(base, (3, 3, 27, 3), 144, 1) == 6_490_752
+    assert total(large, (3, 3, 27, 3), 144, 1) == 9_134_784
 
 
 @pytest.mark.parametrize('kwargs, match', [

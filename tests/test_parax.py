@@ -26,6 +26,7 @@ def perturb(*modules):
 VARIANTS = {
     'default': {},
     'conv_off': dict(with_conv=False),
+    'static_conv_only': dict(kernel_sizes=()),
     'single_kernel': dict(kernel_sizes=(5, )),
     'no_sa': dict(scale_attention=False),
     'k579': dict(kernel_sizes=(5, 7, 9)),
@@ -243,7 +244,6 @@ def test_adapter_init_is_not_identity():
     (dict(rank=-4), 'rank'),
     (dict(kernel_sizes=(3, 4)), 'odd'),
     (dict(kernel_sizes=357), 'list or tuple'),
-    (dict(kernel_sizes=()), 'with_conv=False'),
     (dict(kernel_sizes=(3, 3)), 'duplicates'),
     (dict(layout='diagonal'), 'layout'),
     (dict(router_act='tanh'), 'router_act'),
@@ -361,3 +361,24 @@ def test_sparse_routing_matches_formula(router_act, top_k):
                                atol=1e-15)
     if router_act != 'relu':
         assert ((gates > 0).sum(-1) == top_k).all()
+
+
+def test_static_conv_only_builds_what_the_reference_builds():
+    """``kernel_sizes=()`` with the conv branch on (the reference's
+    ``parax_enable_conv=True, parax_kernel_sizes=None``, ParaX‡): the two
+    static 3x3 depthwise convs and a two-group router, no spatial experts,
+    no scale attention, no cascade scalars."""
+    adapter, center = build(kernel_sizes=())
+    names = {n for n, _ in adapter.named_parameters()}
+    assert {'dwconv1.weight', 'dwconv1.bias', 'dwconv2.weight',
+            'dwconv2.bias'} <= names
+    assert adapter.scale_attn is None and adapter.cascade_scale is None
+    assert adapter.router[2].out_features == 2 * center.num_experts
+    assert [n for n, _ in center.named_parameters()] == ['down', 'up']
+    off, _ = build(with_conv=False)
+    assert sum(p.numel() for p in adapter.parameters()) - sum(
+        p.numel() for p in off.parameters()) == 2 * (9 * 12 + 12)
+    # the static convs act: the output is not the conv-free adapter's
+    off.load_state_dict(adapter.state_dict(), strict=False)
+    x = torch.randn(2, HW[0] * HW[1], 12, dtype=torch.float64)
+    assert not torch.allclose(adapter(x, HW, center), off(x, HW, center))

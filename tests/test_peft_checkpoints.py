@@ -92,6 +92,10 @@ def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
     check_ok(proc_full)
     check_ok(proc_small)
     assert 'Load PEFT checkpoint' in proc_small.stdout + proc_small.stderr
+    # the frozen keys it leaves out are not reported as missing
+    for proc in (proc_full, proc_small):
+        assert 'do not match exactly' not in proc.stdout + proc.stderr
+        assert 'missing keys' not in proc.stdout + proc.stderr
     assert metrics_of(tmp_path / 'small' / 'test') == \
         metrics_of(tmp_path / 'full' / 'test')
 
@@ -104,6 +108,9 @@ def test_export_equals_the_file_written_in_training(run, tmp_path):
         run['work_dir'], cwd=tmp_path)
     check_ok(proc)
     assert 'MiB' in proc.stdout
+    # the upstream notices the other tools hide
+    assert 'avg_non_ignore' not in proc.stderr
+    assert 'build_loss' not in proc.stderr
     exported = torch.load(out, map_location='cpu', weights_only=True)
     written = torch.load(
         run['work_dir'] / 'iter_2_peft.pth', map_location='cpu',
@@ -218,3 +225,116 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
         'best_mIoU_iter_2.pth', 'best_mIoU_iter_2_peft.pth', 'iter_2.pth',
         'iter_2_peft.pth'
     ]
+
+
+def test_runner_type_keeps_strict_loading_and_head_init(run, tmp_path):
+    runner = ['runner_type=Runner']
+    rank4 = ['model.backbone.peft.rank=4']
+    proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *runner,
+                    *rank4)
+    assert proc.returncode != 0
+    assert 'shapes differ' in proc.stderr and 'Iter(test)' not in proc.stdout
+    trained = run_tool(
+        'train.py', TINY_CFG, '--work-dir', tmp_path / 'load_from',
+        '--trust-checkpoint', run['work_dir'],
+        *options(run['data_root'], run['pretrained'], *runner, *rank4,
+                 f'load_from={run["work_dir"] / "iter_2.pth"}',
+                 'head_init=constructor'), cwd=tmp_path)
+    assert trained.returncode != 0
+    assert 'does not fit' in trained.stderr and 'shapes differ' in \
+        trained.stderr
+    assert "head_init='constructor': only the backbone's init_weights() " \
+        'ran' in trained.stdout + trained.stderr
+    assert 'Iter(train)' not in trained.stdout
+
+
+def test_runner_class_for_runner_type():
+    from mmengine.runner import FlexibleRunner, Runner
+
+    from mmparax.apis.runner import PEFTRunner, PEFTRunnerMixin, runner_class
+
+    class OwnRunner(Runner):
+        pass
+
+    assert runner_class() is PEFTRunner
+    assert runner_class('Runner') is PEFTRunner
+    assert runner_class(PEFTRunner) is PEFTRunner
+    own = runner_class(OwnRunner)
+    assert issubclass(own, OwnRunner) and issubclass(own, PEFTRunnerMixin)
+    with pytest.raises(TypeError, match='not a subclass of mmengine'):
+        runner_class(FlexibleRunner)
+
+
+def test_hook_argument_typo_stops_before_the_first_iteration(run, tmp_path):
+    proc = run_tool(
+        'train.py', TINY_CFG, '--work-dir', tmp_path / 'typo',
+        *options(run['data_root'], run['pretrained'],
+                 'default_hooks.checkpoint.intervall=1'), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert 'Iter(train)' not in proc.stdout + proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "default_hooks.checkpoint (CheckpointHook) has no argument " \
+        "'intervall'" in message
+    assert 'interval, ' in message and 'max_keep_ckpts' in message
+
+
+@pytest.mark.parametrize('hooks,where,key,accepted', [
+    (dict(checkpoint=dict(type='CheckpointHook', intervall=1)),
+     'default_hooks.checkpoint', 'intervall', 'interval'),
+    (dict(checkpoint=dict(type='mmparax.CheckpointHook', max_keep=1)),
+     'default_hooks.checkpoint', 'max_keep', 'max_keep_ckpts'),
+    (dict(logger=dict(type='LoggerHook', intervall=1)),
+     'default_hooks.logger', 'intervall', 'interval'),
+    ([dict(type='mmparax.PEFTCheckpointHook', sufix='_a')],
+     'custom_hooks[0]', 'sufix', 'suffix'),
+])
+def test_check_hook_arguments_names_the_unknown_key(hooks, where, key,
+                                                    accepted):
+    from mmengine.runner import Runner
+
+    from mmparax.apis.runner import check_hook_arguments
+    default, custom = (hooks, None) if isinstance(hooks, dict) else \
+        (None, hooks)
+    with pytest.raises(TypeError) as info:
+        check_hook_arguments(default, custom, 'mmseg', Runner.save_checkpoint)
+    message = str(info.value)
+    assert re.match(rf"{re.escape(where)} \(\w+\) has no argument '{key}'; "
+                    'it accepts ', message), message
+    assert accepted in message.split('accepts ')[1].split('.')[0].split(', ')
+    good = dict(
+        checkpoint=dict(type='CheckpointHook', interval=1, priority='LOW'),
+        logger=dict(type='LoggerHook', interval=5), timer=None)
+    check_hook_arguments(good, [dict(type='mmparax.PEFTCheckpointHook')],
+                         'mmseg', Runner.save_checkpoint)
+
+
+@pytest.mark.parametrize('name', ['best_mIoU_iter_2.pth', 'iter_2_peft.pth'])
+def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
+    proc = run_tool(
+        'train.py', TINY_CFG, '--work-dir', tmp_path / 'resume', '--resume',
+        run['work_dir'] / name, '--trust-checkpoint', run['work_dir'],
+        *options(run['data_root'], run['pretrained'],
+                 'train_cfg.max_iters=4'), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert 'Iter(train)' not in proc.stdout + proc.stderr
+    assert f'Cannot resume from {run["work_dir"] / name}: it holds no ' \
+        'optimizer and no param_schedulers state' in proc.stderr
+    assert f'--resume {run["work_dir"] / "iter_2.pth"}' in proc.stderr
+    assert 'load_from=' in proc.stderr
+
+
+def test_resumed_run_keeps_the_peft_files_it_resumed_from(run, tmp_path):
+    work_dir = tmp_path / 'work'
+    check_ok(
+        run_tool('train.py', TINY_CFG, '--work-dir', work_dir,
+                 *options(run['data_root'], run['pretrained']),
+                 cwd=tmp_path))
+    before = {p.name: p.read_bytes() for p in work_dir.glob('*_peft.pth')}
+    assert set(before) == {'iter_2_peft.pth', 'best_mIoU_iter_2_peft.pth'}
+    check_ok(
+        run_tool('train.py', TINY_CFG, '--work-dir', work_dir, '--resume',
+                 *options(run['data_root'], run['pretrained'],
+                          'train_cfg.max_iters=3'), cwd=tmp_path))
+    assert (work_dir / 'iter_3_peft.pth').exists()
+    for name, data in before.items():
+        assert (work_dir / name).read_bytes() == data, name

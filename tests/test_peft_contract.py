@@ -2,7 +2,8 @@
 
 Switched off (or as initialised, for zero-initialised methods) the adapted
 host computes exactly what the plain host and the OpenMMLab backbone compute;
-exactly the method's parameters (and the new output norms) train, and every
+exactly the method's parameters (and the new output norms, where the
+method's official code trains them) train, and every
 pretrained parameter keeps its name and stays frozen; gradients reach all of
 the method's parameters; checkpointed blocks give the same gradients; the
 registered names build in the mmseg and mmdet scopes.
@@ -67,6 +68,30 @@ def test_switched_off_equals_the_plain_host(method, host):
         assert not torch.allclose(adapted(x)[-1], expected[-1])
 
 
+# where the official dense-prediction code trains the host's new output
+# norms (every other pair keeps them frozen at their initial values)
+OUTPUT_NORMS_TRAINED = {
+    ('ParaX', 'Swin'): True,  # the reference's extra_norm
+    ('ParaX', 'ConvNeXt'): True,
+    ('CoLoRA', 'ConvNeXt'): True,  # every bias and norm trains
+}
+
+
+@pytest.mark.parametrize('host', ['Swin', 'VMamba'])
+@pytest.mark.parametrize('setting', [True, False])
+def test_train_output_norms_overrides_the_default(host, setting):
+    model = build_pair(host, dict(METHODS['ParaX'], train_output_norms=setting))
+    norms = [p for prefix in model.new_module_names()
+             for p in model.get_submodule(prefix).parameters()]
+    assert norms and all(p.requires_grad == setting for p in norms)
+    from mmparax.utils import trainable_summary
+    summary = trainable_summary(nn.ModuleDict(dict(backbone=model)))
+    state = 'trained' if setting else 'frozen at their initial values'
+    assert f'{state} (set by train_output_norms)' in summary
+    with pytest.raises(TypeError, match='train_output_norms must be True'):
+        build_pair(host, dict(METHODS['ParaX'], train_output_norms=1))
+
+
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_exactly_the_method_trains(method, host):
     plain_names = set(dict(build_pair(host).named_parameters()))
@@ -80,7 +105,11 @@ def test_exactly_the_method_trains(method, host):
     assert method_names, 'the method added no parameter'
     assert plain_names <= set(named)  # pretrained names unchanged
     trainable = {n for n, p in named.items() if p.requires_grad}
-    assert trainable == method_names | new_layers
+    norms_train = OUTPUT_NORMS_TRAINED.get((method, host), False)
+    if new_layers:
+        assert model.trains_output_norms == norms_train
+    assert trainable == method_names | (new_layers if norms_train else set())
+    assert set(model.peft_trainable_names()) == trainable
     groups = model.peft_components()
     assert set(groups['pretrained']) == plain_names - new_layers
     assert set(groups[model.new_layers_group]) == new_layers

@@ -242,7 +242,7 @@ def test_coco_lr_curve_equals_the_reference():
 @pytest.mark.parametrize('name', ADE20K)
 def test_ade20k_checkpoints(name):
     assert _cfg(name).default_hooks.checkpoint == dict(
-        type='CheckpointHook',
+        type='mmparax.CheckpointHook',
         by_epoch=False,
         interval=8000,
         max_keep_ckpts=2,
@@ -254,7 +254,7 @@ def test_ade20k_checkpoints(name):
 def test_coco_checkpoints(name):
     cfg = _cfg(name)
     assert cfg.default_hooks.checkpoint == dict(
-        type='CheckpointHook',
+        type='mmparax.CheckpointHook',
         interval=1,
         max_keep_ckpts=2,
         save_best='auto',

@@ -11,57 +11,28 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from mmparax.engine.hooks.rng_state_hook import (get_rng_state,
                                                  set_rng_state)
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import run_tool, short_demo_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(REPO, 'configs', 'demo',
-                    'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')
 TOTAL, INTERVAL = 8, 4  # iterations; checkpoint interval
 ENV = dict(OMP_NUM_THREADS='1')
 NO_HOOK = ('--cfg-options', 'default_hooks.rng_state.enabled=False')
 
-# The demo recipe (drop path 0.1, one data worker, fp32 AdamW, random
-# augmentations), shortened: a checkpoint every INTERVAL iterations and a
-# validation right after it (validation draws random numbers too).
-CONFIG = """\
-_base_ = [{demo!r}]
-data_root = {data_root!r}
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-model = dict(backbone=dict(init_cfg=dict(checkpoint={pretrained!r})))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)
-]
-train_cfg = dict(max_iters={total}, val_interval={interval})
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(interval={interval}, max_keep_ckpts=-1))
-custom_hooks = [dict(type='mmparax.PEFTCheckHook')]
-"""
-
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp('resume')
-    data_root = make_ade20k(
-        str(root / 'ade'), num_train=16, num_val=4, img_size=(64, 64),
-        num_classes=8, seed=0)
-    pretrained = write_checkpoint(
-        str(root / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict(0)))
-    path = root / 'resume_demo.py'
-    path.write_text(
-        CONFIG.format(
-            demo=DEMO_CFG, data_root=data_root, pretrained=pretrained,
-            total=TOTAL, interval=INTERVAL))
-    return path
+    # a validation right after each checkpoint (it draws random numbers too)
+    return Path(
+        short_demo_config(
+            str(tmp_path_factory.mktemp('resume')), TOTAL, INTERVAL,
+            extra="custom_hooks = [dict(type='mmparax.PEFTCheckHook')]\n"))
 
 
 def train(config, work_dir, *args):

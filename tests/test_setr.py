@@ -31,9 +31,11 @@ HEADS = 13_143_640  # SETR-PUP decode head + three auxiliary heads
 COUNTS = {
     FULL: (304_147_456, 317_291_096, 317.3, 47.6),
     VPT: (245_760, 13_389_400, 13.6, 44.1),
-    PARAX: (8_023_366, 21_167_006, 14.7, 48.2),
+    PARAX: (8_058_216, 21_201_856, 14.7, 48.2),
 }
-GROUPS = (10, 5, 5, 4)  # blocks 1-10, 11-15, 16-20, 21-24
+# block groups: the host's default (blocks 1-10, 11-15, 16-20, 21-24) and
+# ParaX's one center shared by every block, as the reference ViT (M = depth)
+GROUPS = {FULL: (10, 5, 5, 4), VPT: (10, 5, 5, 4), PARAX: (24, )}
 
 
 def _cfg(name):
@@ -122,6 +124,8 @@ def test_peft_configs_are_the_full_recipe_with_a_method(name):
     assert hooks == ['mmparax.PEFTCheckHook', 'mmparax.PEFTCheckpointHook']
     backbone = cfg.model.backbone.copy()
     peft = backbone.pop('peft')
+    if name == PARAX:  # one center for every block, as the reference ViT
+        assert backbone.pop('block_groups') == [24]
     assert backbone == full.model.backbone
     assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == \
         {k: v for k, v in full.model.items() if k != 'backbone'}
@@ -184,7 +188,7 @@ def test_model_counts(name):
     assert isinstance(backbone, ViT)
     assert (backbone.embed_dims, backbone.num_layers) == (1024, 24)
     assert backbone.patch_resolution == (32, 32)
-    assert backbone.block_groups == GROUPS
+    assert backbone.block_groups == GROUPS[name]
     assert not hasattr(backbone, 'ln1')  # final_norm=False, as mmseg's SETR
 
     named = dict(backbone.named_parameters())
@@ -212,14 +216,14 @@ def test_model_counts(name):
     if name == PARAX:
         centers = backbone.expert_centers
         assert [[c.num_experts for c in g] for g in centers] == \
-            [[m] for m in GROUPS]
+            [[m] for m in GROUPS[name]]
         for j, layer in enumerate(backbone.layers):  # one per block
             assert not backbone.has_site(layer, 'post_attn'), j
             assert backbone.has_site(layer, 'post_mlp'), j
         # the spec's closed form (C = 1024, rank 128, router 16, G = 5)
         adapter = 27 * 1024 + 16 * 1025 + 128**2 + 4 * 128 + 7
         closed = sum(m * (adapter + 5 * m * 17) +
-                     m * (2 * 128 * 1024 + 83 * 128) for m in GROUPS)
+                     m * (2 * 128 * 1024 + 83 * 128) for m in GROUPS[name])
         assert closed == backbone_count
 
     # the optimizer: frozen parameters left out, the heads at 10x
@@ -250,7 +254,7 @@ def test_count_params_tool_counts_backbone_and_model():
     backbone_count, model_count, paper, _ = COUNTS[PARAX]
     assert result['trainable_backbone'] == backbone_count
     assert result['trainable_total'] == model_count
-    assert result['components']['adapters']['trainable'] == 1_476_934
+    assert result['components']['adapters']['trainable'] == 1_511_784
     assert result['components']['expert_centers']['trainable'] == 6_546_432
     assert result['paper_trainable_backbone_m'] == paper
 

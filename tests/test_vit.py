@@ -538,11 +538,12 @@ def test_lora_on_the_q_and_v_thirds_of_qkv():
     assert set(default.layers[0].attn.qkv._modules) == {'lora_q', 'lora_v'}
 
 
-def test_avg_featmap_trains_the_new_pooled_norm():
-    model = ViT(peft=dict(type='LoRA', rank=4),
+@pytest.mark.parametrize('train', [True, False])
+def test_avg_featmap_pooled_norm_is_a_new_layer(train):
+    model = ViT(peft=dict(type='LoRA', rank=4, train_output_norms=train),
                 **tiny_vit_kwargs(out_type='avg_featmap', out_indices=-1))
     assert model.new_module_names() == ['ln2']
-    assert model.ln2.weight.requires_grad
+    assert model.ln2.weight.requires_grad is train
     assert not model.ln1.weight.requires_grad
     assert set(model.peft_components()['output_norms']) == {
         'ln2.weight', 'ln2.bias'}
@@ -577,17 +578,12 @@ def test_what_vit_does_not_offer_raises(peft, match):
         ViT(peft=peft, **tiny_vit_kwargs())
 
 
-def test_repadapter_merges_only_without_a_class_token():
-    """The class token bypasses the adapters; a merged qkv / fc1 would not:
-    the merge is refused with a class token and exact without one."""
+@pytest.mark.parametrize('with_cls_token', [True, False])
+def test_repadapter_merges_exactly(with_cls_token):
+    """The adapters see every token, the class token included (as the
+    official ViT code), so a merged qkv / fc1 computes what they did."""
     model = ViT(peft=dict(type='RepAdapter', hidden_dim=8, dropout=0.),
-                **tiny_vit_kwargs())
-    with pytest.raises(ValueError, match='RepAdapter cannot be merged '
-                       'exactly on ViT: .*class token'):
-        model.peft.merge(model)
-    assert model.layers[0].attn_in_adapter is not None  # nothing changed
-    model = ViT(peft=dict(type='RepAdapter', hidden_dim=8, dropout=0.),
-                **tiny_vit_kwargs(with_cls_token=False)).eval()
+                **tiny_vit_kwargs(with_cls_token=with_cls_token)).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -599,3 +595,36 @@ def test_repadapter_merges_only_without_a_class_token():
     assert not hasattr(model.layers[0], 'attn_in_adapter')
     for a, b in zip(after, before):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# method -> whether its site modules act on the class token (official ViT
+# code: AdaptFormer's custom_modules.py and RepAdapter's repadapter.py adapt
+# every token; the reference ParaX ViT its patch tokens; Mona's convs need
+# the patch grid; LoRand is token-wise)
+CLASS_TOKEN = {
+    'AdaptFormer': (dict(hidden_dim=8, dropout=0.), True),
+    'RepAdapter': (dict(hidden_dim=8, dropout=0.), True),
+    'LoRand': (dict(hidden_dim=8, num_branches=2, branch_rank=2), True),
+    'ParaX': (dict(rank=8, router_hidden=4, sites=['post_mlp']), False),
+    'Mona': (dict(hidden_dim=8, dropout=0.), False),
+}
+
+
+@pytest.mark.parametrize('method', sorted(CLASS_TOKEN))
+def test_class_token_as_the_official_vit_code(method):
+    """One block with the method's modules switched on: the class token
+    leaves it changed exactly when the method adapts it."""
+    kwargs, adapts = CLASS_TOKEN[method]
+    torch.manual_seed(0)
+    model = ViT(peft=dict(type=method, **kwargs), **tiny_vit_kwargs()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    assert model.peft.adapts_class_token is adapts
+    block, x = model.layers[0], torch.randn(2, 1 + 5 * 7, 32)
+    with torch.no_grad():
+        out = model.forward_block(block, x, (5, 7))
+        plain = block(x)
+    assert not torch.allclose(out[:, 1:], plain[:, 1:])
+    assert torch.equal(out[:, 0], plain[:, 0]) is not adapts

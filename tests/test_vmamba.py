@@ -162,18 +162,22 @@ def test_freeze_set_and_centers():
     model = build(ParaXVMamba)
     for name, p in model.named_parameters():
         parts = name.split('.')
+        # the reference VMamba leaves its output norms frozen
+        # (set_only_parax_trainable)
         trained = 'adapter1' in parts or 'adapter2' in parts or \
-            'expert_centers' in parts or parts[0].startswith('outnorm')
+            'expert_centers' in parts
         assert p.requires_grad == trained, name
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert {n.split('.')[0] for n in frozen} == {'patch_embed', 'layers'}
+    assert {n.split('.')[0] for n in frozen} == {
+        'patch_embed', 'layers', 'outnorm0', 'outnorm1', 'outnorm2',
+        'outnorm3'}
     assert any('.downsample.' in n for n in frozen)
     assert any(n.endswith('op.A_logs') for n in frozen)
     groups = model.peft_components()
     assert set(groups) == {
         'adapters', 'expert_centers', 'output_norms', 'pretrained'
     }
-    assert set(groups['pretrained']) == frozen
+    assert set(groups['pretrained']) == frozen - set(groups['output_norms'])
     for stage, centers in zip(model.layers, model.expert_centers):
         assert len(centers) == 1
         assert centers[0].num_experts == len(stage.blocks)
@@ -182,8 +186,7 @@ def test_freeze_set_and_centers():
             if not p.requires_grad} == frozen
     assert model.layers[2].blocks[1].drop_path.training
     # names of the pretrained parameters are those of the plain backbone
-    assert set(dict(build(VMamba).named_parameters())) == \
-        frozen | set(groups['output_norms'])
+    assert set(dict(build(VMamba).named_parameters())) == frozen
 
 
 def test_encoder_decoder_forward_backward():
@@ -257,7 +260,7 @@ def test_encoder_decoder_forward_backward():
         else:
             assert p.grad is None, name
     assert backbone.expert_centers[0][0].down.grad.abs().sum() > 0
-    assert backbone.outnorm3.weight.grad.abs().sum() > 0
+    assert backbone.outnorm3.weight.grad is None  # frozen, as the reference
     assert model.decode_head.conv_seg.weight.grad is not None
     model.eval()
     with torch.no_grad():
@@ -448,8 +451,9 @@ def test_exact_counts_vmamba_b():
         return sum(named[n].numel() for n in names)
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == 4_567_464
-    assert trainable - count(groups['output_norms']) == 4_563_624
+    # the reference trains no output norm on VMamba: 686,736 on its small
+    # model, 4,563,624 on VMamba-B
+    assert trainable == 4_563_624
     assert count(groups['output_norms']) == 2 * sum(BASE_DIMS)
     # the ImageNet model: backbone + classifier norm and 1000-class head
     classifier = 2 * 1024 + 1024 * 1000 + 1000

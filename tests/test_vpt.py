@@ -265,3 +265,47 @@ def test_works_with_fp16_autocast_shapes():
         got = block.attn_prompts(block, x, (9, 11))
         expected = block.attn(x, (9, 11))
     assert got.shape == expected.shape and got.dtype == expected.dtype
+
+
+def test_first_block_drops_prompts_per_sample():
+    """The official Swin prepends the first block's prompts to the patch
+    embedding and drops them out per sample; the other blocks' prompts get
+    one mask per batch."""
+    torch.manual_seed(0)
+    model = Swin(peft=dict(type='VPT', num_tokens=3, dropout=0.5),
+                 **tiny_swin_kwargs(depths=DEPTHS)).double().eval()
+    flags = [b.attn_prompts.per_sample for _, blocks in model.peft_stages()
+             for b in blocks]
+    assert flags == [True] + [False] * (sum(DEPTHS) - 1)
+
+    block = model.stages[0].blocks[0]
+    module = block.attn_prompts.train()
+    assert module.tokens(4).shape == (4, 3, 16)
+    # sample b's windows see sample b's prompts: scale them per sample
+    factors = torch.tensor([2., 0.5], dtype=torch.float64)[:, None, None]
+
+    class PerSample(nn.Module):
+
+        def forward(self, t):
+            assert t.shape == (2, 3, 16)
+            return t * factors
+
+    module.dropout = PerSample()
+    x = torch.randn(2, 63, 16, dtype=torch.float64)
+    out = module(block, x, (7, 9))
+    prompts = module.prompts.detach().clone()
+    module.per_sample, module.dropout = False, nn.Identity()
+    for b in range(2):
+        with torch.no_grad():
+            module.prompts.copy_(prompts * factors[b])
+        torch.testing.assert_close(out[b:b + 1],
+                                   module(block, x[b:b + 1], (7, 9)))
+    # one mask per batch elsewhere: identical samples stay identical
+    other = model.stages[0].blocks[1].attn_prompts.train()
+    same = other(model.stages[0].blocks[1], x[:1].expand(4, -1, -1), (7, 9))
+    assert all(torch.equal(same[0], s) for s in same)
+    module.per_sample = True
+    module.dropout = nn.Dropout(0.5)
+    torch.manual_seed(1)
+    first = module(block, x[:1].expand(4, -1, -1), (7, 9))
+    assert not all(torch.equal(first[0], s) for s in first)

@@ -11,7 +11,7 @@ default_hooks = dict(
     # plus the best top-1 accuracy: the reference evaluates every epoch and
     # reports its best ("Max accuracy"), best_accuracy_top1_epoch_N.pth
     checkpoint=dict(
-        type='CheckpointHook',
+        type='mmparax.CheckpointHook',
         interval=10,
         max_keep_ckpts=2,
         save_best='accuracy/top1',

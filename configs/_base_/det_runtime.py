@@ -12,7 +12,7 @@ default_hooks = dict(
     # bbox before segm), coco_panoptic/PQ for Panoptic FPN
     # (best_coco_bbox_mAP_epoch_N.pth, best_coco_panoptic_PQ_epoch_N.pth)
     checkpoint=dict(
-        type='CheckpointHook',
+        type='mmparax.CheckpointHook',
         interval=1,
         max_keep_ckpts=2,
         save_best='auto',

@@ -5,7 +5,7 @@ _base_ = [
 # AdaptFormer on the frozen ConvNeXt-B (Table 2): a bottleneck C -> 176 -> C
 # (ReLU, dropout 0.1, scale 0.1 and the zero-initialised up projection of the
 # official recipe) parallel to every block (it reads the block input, its
-# output is added to the block output); 6,381,120 trainable backbone parameters
+# output is added to the block output); 6,377,280 trainable backbone parameters
 # (paper: 6.4M).
 # AdaptFormer publishes no dense-prediction recipe: the learning rate is the
 # ParaX recipe's for the same row (the full fine-tuning 1e-4, inherited).

@@ -5,7 +5,7 @@ _base_ = [
 # AdaptFormer on the frozen ConvNeXt-L (Table 1): a bottleneck C -> 176 -> C
 # (ReLU, dropout 0.1, scale 0.1 and the zero-initialised up projection of the
 # official recipe) parallel to every block (it reads the block input, its
-# output is added to the block output); 9,568,512 trainable backbone parameters
+# output is added to the block output); 9,562,752 trainable backbone parameters
 # (paper: 9.6M).
 # AdaptFormer publishes no dense-prediction recipe: the learning rate is the
 # ParaX recipe's for the same row (3e-4).

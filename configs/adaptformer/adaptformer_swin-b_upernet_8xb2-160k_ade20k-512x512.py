@@ -5,7 +5,7 @@ _base_ = [
 # AdaptFormer on the frozen Swin-B (Table 1): a bottleneck C -> 224 -> C (ReLU,
 # dropout 0.1, scale 0.1 and the zero-initialised up projection of the official
 # recipe) parallel to the MLP of every block (it reads the stream before norm2,
-# its output is added to the block output); 5,411,584 trainable backbone
+# its output is added to the block output); 5,407,744 trainable backbone
 # parameters (paper: 5.4M).
 # AdaptFormer publishes no dense-prediction recipe: the learning rate is the
 # ParaX recipe's for the same row (6e-5).

@@ -5,7 +5,7 @@ _base_ = [
 # AdaptFormer on the frozen VMamba-B (Table 8): a bottleneck C -> 242 -> C
 # (ReLU, dropout 0.1, scale 0.1 and the zero-initialised up projection of the
 # official recipe) parallel to the MLP of every block (it reads the stream
-# before norm2, its output is added to the block output); 5,099,482 trainable
+# before norm2, its output is added to the block output); 5,095,642 trainable
 # backbone parameters (paper: 5.1M).
 # The width is ours, fitted to Table 8 (widths 240 to 244 give 5.1M; 242 is the
 # closest).

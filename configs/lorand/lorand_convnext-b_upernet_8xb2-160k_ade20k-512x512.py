@@ -4,7 +4,7 @@ _base_ = [
 ]
 # LoRand on the frozen ConvNeXt-B (Table 1): two adapters per block, on the
 # input of the block's branch and after the block; bottleneck n = 128, alpha =
-# 9 branches of rank beta = 8 (the official rank) in each projection; 6,657,024
+# 9 branches of rank beta = 8 (the official rank) in each projection; 6,653,184
 # trainable backbone parameters (paper: 6.7M).
 # LoRand publishes no ADE20K recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).

@@ -4,7 +4,7 @@ _base_ = [
 ]
 # LoRand on the frozen ConvNeXt-L (Table 1): two adapters per block, on the
 # input of the block's branch and after the block; bottleneck n = 128, alpha =
-# 9 branches of rank beta = 8 (the official rank) in each projection; 9,275,904
+# 9 branches of rank beta = 8 (the official rank) in each projection; 9,270,144
 # trainable backbone parameters (paper: 9.3M).
 # LoRand publishes no ADE20K recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).

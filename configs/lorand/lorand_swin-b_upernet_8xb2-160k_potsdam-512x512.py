@@ -7,7 +7,7 @@ _base_ = [
 # LoRand on the frozen Swin-B on ISPRS Potsdam (Table 10): two adapters per
 # block, on the outputs of the attention and MLP branches before their residual
 # adds; bottleneck n = 128, alpha = 12 branches of rank beta = 8 (the official
-# rank) in each projection; 5,907,712 trainable backbone parameters (paper:
+# rank) in each projection; 5,903,872 trainable backbone parameters (paper:
 # 5.9M).
 # LoRand publishes no ADE20K recipe: the learning rate is the ParaX recipe's
 # for the same row (6e-5).

@@ -5,7 +5,7 @@ _base_ = [
 # LoRand on the frozen Swin-L (Table 1): two adapters per block, on the outputs
 # of the attention and MLP branches before their residual adds; bottleneck n =
 # 128, alpha = 12 branches of rank beta = 8 (the official rank) in each
-# projection; 8,231,808 trainable backbone parameters (paper: 8.2M).
+# projection; 8,226,048 trainable backbone parameters (paper: 8.2M).
 # LoRand publishes no ADE20K recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).
 model = dict(

@@ -5,7 +5,7 @@ _base_ = [
 # LoRand on the frozen VMamba-B (Table 8): two adapters per block, on the
 # outputs of the SS2D and MLP branches before their residual adds; bottleneck n
 # = 128, alpha = 12 branches of rank beta = 8 (the official rank) in each
-# projection; 5,157,376 trainable backbone parameters (paper: 5.2M). The paper
+# projection; 5,153,536 trainable backbone parameters (paper: 5.2M). The paper
 # gives no width for VMamba-B: the Swin setting (same stage widths) prints its
 # 5.2M. LoRand publishes no ADE20K recipe: the learning rate is the ParaX
 # recipe's for the same row (6e-5).

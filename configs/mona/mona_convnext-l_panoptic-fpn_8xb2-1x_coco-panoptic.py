@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # Mona on the frozen ConvNeXt-L (Table 3): bottleneck r = 144 after every block
-# (one per block); 9,140,544 trainable backbone parameters (paper: 9.1M).
+# (one per block); 9,134,784 trainable backbone parameters (paper: 9.1M).
 # Mona publishes no ConvNeXt recipe: the learning rate is the ParaX recipe's
 # for the same row (the full fine-tuning 1e-4, inherited).
 model = dict(backbone=dict(peft=dict(type='Mona', hidden_dim=144)))

@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # Mona on the frozen ConvNeXt-L (Table 1): bottleneck r = 144 after every block
-# (one per block); 9,140,544 trainable backbone parameters (paper: 9.1M).
+# (one per block); 9,134,784 trainable backbone parameters (paper: 9.1M).
 # Mona publishes no ConvNeXt recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).
 model = dict(backbone=dict(peft=dict(type='Mona', hidden_dim=144)))

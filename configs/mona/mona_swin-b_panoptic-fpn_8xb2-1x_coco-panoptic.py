@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # Mona on the frozen Swin-B (Table 3): bottleneck r = 90 after the attention
-# and the MLP residuals (two per block); 5,224,640 trainable backbone
+# and the MLP residuals (two per block); 5,220,800 trainable backbone
 # parameters (paper: 5.2M).
 # Learning rate: Mona's own COCO recipe (Cascade Mask R-CNN Swin-B,
 # cascade_mask_swin_base_3x_coco_sample_1_bs_16_mona.py: AdamW lr 1e-4, wd

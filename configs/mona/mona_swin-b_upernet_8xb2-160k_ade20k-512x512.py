@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # Mona on the frozen Swin-B (Table 1): bottleneck r = 90 after the attention
-# and the MLP residuals (two per block); 5,224,640 trainable backbone
+# and the MLP residuals (two per block); 5,220,800 trainable backbone
 # parameters (paper: 5.2M).
 # Learning rate: Mona's own ADE20K recipe (UperNet Swin-L,
 # ade20k_upernet_swin_large_160k_mona.py: AdamW lr 6e-5 x 5, wd 0.01); Mona

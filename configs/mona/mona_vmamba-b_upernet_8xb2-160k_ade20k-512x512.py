@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # Mona on the frozen VMamba-B (Table 8): bottleneck r = 90 after the SS2D and
-# the MLP residuals (two per block); 4,560,200 trainable backbone parameters
+# the MLP residuals (two per block); 4,556,360 trainable backbone parameters
 # (paper: 4.6M). The paper gives no width for VMamba-B: r = 90, as on Swin-B
 # (same stage widths), prints its 4.6M.
 # Mona publishes no VMamba recipe: the learning rate is the ParaX recipe's for

@@ -2,7 +2,8 @@ _base_ = [
     '../full/full_vmamba-b_upernet_8xb2-160k_ade20k-512x512.py',
     '../_base_/peft_runtime.py'
 ]
-# ParaX on the frozen VMamba-B (Table 8): 4,567,464 backbone parameters.
+# ParaX on the frozen VMamba-B (Table 8): 4,563,624 backbone parameters (the
+# output norms stay frozen, as the reference VMamba's set_only_parax_trainable).
 # The paper gives no ParaX-specific setting for VMamba-B. Chosen here: the
 # ParaX defaults and the Swin-B ADE20K recipe (rank 128, kernels 3/5/7,
 # router width 16, lr 6e-5, AdamW wd 0.01, fp16, 160k iterations) and drop

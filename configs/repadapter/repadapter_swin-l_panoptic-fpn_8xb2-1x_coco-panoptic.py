@@ -5,7 +5,7 @@ _base_ = [
 # RepAdapter on the frozen Swin-L (Table 3): 1x1 C -> 160, dropout 0.1, grouped
 # (2) 1x1 160 -> C zero-initialised, scale 1.0 (the official segmentation
 # code's), on the normalised inputs of the attention and of the MLP of every
-# block; 8,712,576 trainable backbone parameters (paper: 8.7M).
+# block; 8,706,816 trainable backbone parameters (paper: 8.7M).
 # RepAdapter publishes no dense-prediction learning rate: the learning rate is
 # the ParaX recipe's for the same row (the full fine-tuning 1e-4, inherited).
 model = dict(

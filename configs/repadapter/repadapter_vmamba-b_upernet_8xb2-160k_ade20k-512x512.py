@@ -5,7 +5,7 @@ _base_ = [
 # RepAdapter on the frozen VMamba-B (Table 8): 1x1 C -> 174, dropout 0.1,
 # grouped (2) 1x1 174 -> C zero-initialised, scale 1.0 (the official
 # segmentation code's), on the normalised inputs of the SS2D and of the MLP of
-# every block; 5,511,052 trainable backbone parameters (paper: 5.5M).
+# every block; 5,507,212 trainable backbone parameters (paper: 5.5M).
 # The width is ours, fitted to Table 8 (the only even width that gives 5.5M;
 # the grouped up projection needs an even one).
 # RepAdapter publishes no VMamba recipe: the learning rate is the ParaX

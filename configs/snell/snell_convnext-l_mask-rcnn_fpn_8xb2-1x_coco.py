@@ -3,7 +3,7 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # SNELL on the frozen ConvNeXt-L (Table 2): sparse kernelized updates of fc1
-# and fc2, rank 35 (10 q C per block, fitted to the paper's 9.5M); 9,480,960
+# and fc2, rank 35 (10 q C per block, fitted to the paper's 9.5M); 9,475,200
 # trainable backbone parameters (paper: 9.5M). Sparsity 0.5 is our choice: the
 # official scripts tune it per task (0 to 0.995) and give none for dense
 # prediction. Dropout and drop path 0.1 on the updates as the official scripts.

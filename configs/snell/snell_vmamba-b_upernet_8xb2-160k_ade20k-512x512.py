@@ -4,7 +4,7 @@ _base_ = [
 ]
 # SNELL on the frozen VMamba-B (Table 8): sparse kernelized updates of in_proj,
 # out_proj, fc1 and fc2, rank 30 (16 q C per block, fitted to the paper's
-# 5.0M); 5,041,920 trainable backbone parameters (paper: 5.0M). Sparsity 0.5 is
+# 5.0M); 5,038,080 trainable backbone parameters (paper: 5.0M). Sparsity 0.5 is
 # our choice: the official scripts tune it per task (0 to 0.995) and give none
 # for dense prediction. Dropout and drop path 0.1 on the updates as the
 # official scripts. lr 6e-5 and drop path 0.3 (VMamba's full fine-tuning: 0.6)

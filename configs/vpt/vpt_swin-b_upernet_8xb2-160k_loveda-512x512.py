@@ -5,8 +5,8 @@ _base_ = [
 # Table 10 follows the ADE20K settings (the paper): the method and
 # learning rate of its Swin-B ADE20K row.
 # VPT-deep on the frozen Swin-B on LoveDA (Table 10): 10 prompt tokens per
-# block (baselines.md) in every attention window; 124,160 trainable backbone
-# parameters: prompts 120,320 + output norms 3,840 (paper: 0.1M).
+# block (baselines.md) in every attention window; 120,320 trainable backbone
+# parameters: the prompts alone (paper: 0.1M).
 # VPT publishes no recipe for Swin in dense prediction: its code is for
 # classification, with SGD and a learning rate searched per data set,
 # which does not carry over to AdamW training the decode head with the

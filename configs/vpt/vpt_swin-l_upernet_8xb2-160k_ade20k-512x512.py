@@ -3,8 +3,8 @@ _base_ = [
     '../_base_/peft_runtime.py'
 ]
 # VPT-deep on the frozen Swin-L (Table 1): 10 prompt tokens per block
-# (baselines.md) in every attention window; 186,240 trainable backbone
-# parameters: prompts 180,480 + output norms 5,760 (paper: 0.2M).
+# (baselines.md) in every attention window; 180,480 trainable backbone
+# parameters: the prompts alone (paper: 0.2M).
 # VPT publishes no recipe for Swin in dense prediction: its code is for
 # classification, with SGD and a learning rate searched per data set,
 # which does not carry over to AdamW training the decode head with the

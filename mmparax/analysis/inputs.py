@@ -38,6 +38,7 @@ from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
                                           is_peft_checkpoint,
                                           pretrained_fingerprint)
 from mmparax.apis.runner import CheckpointMismatchError
+from mmparax.apis.runtime import apply_cfg_options
 from mmparax.apis.trusted_loading import (TRUST_FLAG, register_trusted_loader,
                                           trust_checkpoints)
 from mmparax.peft import PEFTModule
@@ -205,7 +206,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         raise FileNotFoundError(f'config {path} does not exist')
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        apply_cfg_options(cfg, cfg_options)
     if 'model' not in cfg:
         raise ValueError(f'{path} defines no model')
     return cfg
@@ -252,6 +253,11 @@ def _load_file(filename: str, trusted: Iterable[str]):
     return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
 
 
+def config_name(cfg: Config) -> str:
+    """The file ``cfg`` was read from (``'the config'`` if none)."""
+    return cfg.filename or 'the config'
+
+
 def _load_pretrained_backbone(model: nn.Module, cfg: Config, what: str):
     """Load the config's ``model.backbone.init_cfg`` checkpoint (strictly,
     tensors only) into ``model.backbone``."""
@@ -261,7 +267,7 @@ def _load_pretrained_backbone(model: nn.Module, cfg: Config, what: str):
             'Pretrained' and init_cfg.get('checkpoint')) or \
             not hasattr(backbone, 'load_pretrained'):
         raise CheckpointMismatchError(
-            f'{what} needs the pretrained backbone of the config: '
+            f'{what} needs the pretrained backbone of {config_name(cfg)}: '
             "model.backbone must be an mmparax host with init_cfg=dict("
             "type='Pretrained', checkpoint=PATH) (set it with --cfg-options "
             'model.backbone.init_cfg.checkpoint=PATH)')
@@ -291,21 +297,22 @@ def load_checkpoint_strict(model: nn.Module, cfg: Config, filename: str,
         if getattr(getattr(model, 'backbone', None), 'peft', None) is None:
             raise CheckpointMismatchError(
                 f'{filename} is a PEFT (adapter-only) checkpoint, but the '
-                'backbone of the config hosts no PEFT method')
+                f'backbone of {config_name(cfg)} hosts no PEFT method')
         _load_pretrained_backbone(model, cfg,
                                   f'the PEFT checkpoint {filename}')
         expected = checkpoint['meta'][PEFT_META]['pretrained_fingerprint']
         if pretrained_fingerprint(model) != expected:
             raise CheckpointMismatchError(
                 f'{filename} was trained on another pretrained backbone '
-                f'than the config\'s ({cfg.model.backbone.init_cfg.checkpoint}'
-                '): point model.backbone.init_cfg.checkpoint at the file the '
+                f'than that of {config_name(cfg)} '
+                f'({cfg.model.backbone.init_cfg.checkpoint}): point model.backbone.init_cfg.checkpoint at the file the '
                 'adapters were trained on, or give a full checkpoint')
     problems = checkpoint_problems(model, state_dict, peft)
     if problems:
         kind = 'PEFT checkpoint' if peft else 'checkpoint'
         raise CheckpointMismatchError(
-            f'The {kind} {filename} does not fit the model of the config:\n'
+            f'The {kind} {filename} does not fit the model of '
+            f'{config_name(cfg)}:\n'
             + '\n'.join(problems) + '\nCheck that the config is the one the '
             'checkpoint was trained with.')
     model.load_state_dict(state_dict, strict=False)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
+from mmparax.utils.atomic_file import atomic_torch_save
 from mmparax.utils.checkpoint import fit_problems
 
 PEFT_META = 'mmparax_peft'
@@ -86,12 +87,14 @@ def peft_checkpoint(model: nn.Module,
 
 def save_peft_checkpoint(model: nn.Module, path: str,
                          meta: Optional[dict] = None) -> Dict[str, object]:
-    """Write :func:`peft_checkpoint` to ``path``; returns what was written."""
+    """Write :func:`peft_checkpoint` to ``path`` (whole or not at all:
+    :func:`~mmparax.utils.atomic_file.atomic_torch_save`); returns what was
+    written."""
     checkpoint = peft_checkpoint(model, meta)
     dirname = osp.dirname(osp.abspath(path))
     if not osp.isdir(dirname):
         raise FileNotFoundError(f'folder {dirname} does not exist')
-    torch.save(checkpoint, path)
+    atomic_torch_save(checkpoint, path)
     return checkpoint
 
 

@@ -1,4 +1,4 @@
-"""mmengine's Runner with strict checkpoint loading.
+"""mmengine's Runner with strict checkpoint loading and safe saves.
 
 mmengine loads ``load_from`` and ``--resume`` files non-strictly, and
 ``Runner.test`` never calls ``init_weights``: a checkpoint of another model
@@ -7,26 +7,43 @@ checks every checkpoint against the model before anything runs, and loads
 PEFT (adapter-only) checkpoints on top of the config's pretrained backbone.
 
 It also lets a config choose how the heads and necks start
-(``head_init``, see :func:`init_model_weights`).
+(``head_init``, see :func:`init_model_weights`), writes checkpoints whole or
+not at all, and checks the hooks' arguments before the model is built.
+:func:`runner_class` gives the same behaviour to a config's ``runner_type``.
 """
+import inspect
+import os
+import os.path as osp
 import re
 
-from mmengine.dist import broadcast
+from mmengine.dist import broadcast, is_main_process, master_only
+from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
 from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS, RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import (_load_checkpoint,
                                         find_latest_checkpoint,
                                         load_state_dict)
+
+from ..utils.atomic_file import commit_partial, partial_path
 
 from .peft_checkpoint import (PEFT_META, checkpoint_problems,
                               is_peft_checkpoint, pretrained_fingerprint)
 
 PARTIAL_FLAG = '--partial-load'
 HEAD_INIT_MODES = ('init_cfg', 'constructor')
+CHECKPOINT_HOOK = 'mmparax.CheckpointHook'
+# what CheckpointHook passes to Runner.save_checkpoint itself; other keys of
+# its config go there through **kwargs
+HOOK_SAVE_ARGS = ('self', 'out_dir', 'filename', 'file_client_args',
+                  'save_optimizer', 'save_param_scheduler', 'meta',
+                  'by_epoch', 'backend_args')
+RESUME_STATES = ('optimizer', 'param_schedulers')
 
 
 class CheckpointMismatchError(RuntimeError):
-    """A checkpoint does not fit the model it is loaded into."""
+    """A checkpoint does not fit the model it is loaded into, or cannot
+    serve the use it is loaded for (a weights-only file to resume from)."""
 
 
 def check_head_init(head_init) -> str:
@@ -77,31 +94,93 @@ def init_model_weights(model, head_init: str = 'init_cfg', logger=None):
             "applies OpenMMLab's init_cfg instead")
 
 
-class PEFTRunner(Runner):
-    """:class:`mmengine.runner.Runner` that loads checkpoints strictly.
+def _arguments(function):
+    """(named arguments of ``function`` but ``self``, whether it also takes
+    ``**kwargs``)."""
+    params = inspect.signature(function).parameters.values()
+    named = [
+        p.name for p in params if p.name != 'self' and p.kind not in (
+            p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    return named, any(p.kind == p.VAR_KEYWORD for p in params)
 
-    Every checkpoint loaded through ``load_from``, ``--resume`` or
-    ``tools/test.py`` must fit the model exactly: missing, unexpected or
-    mis-shaped keys raise :class:`CheckpointMismatchError` before the first
-    iteration, unless the config sets ``partial_load=True`` (the tools'
-    ``--partial-load``), which loads what fits and lists the rest.
 
-    A PEFT checkpoint (:mod:`mmparax.apis.peft_checkpoint`) loads over the
-    backbone's pretrained weights, loaded first if they are not yet (as in
-    ``Runner.test``), and only if their fingerprint is the one it was trained
-    on.
+def _hook_configs(default_hooks, custom_hooks):
+    for name, hook in (default_hooks or {}).items():
+        yield f'default_hooks.{name}', hook
+    for i, hook in enumerate(custom_hooks or []):
+        yield f'custom_hooks[{i}]', hook
 
-    ``head_init`` (a top-level config key) chooses how training initialises
-    the model: ``'init_cfg'`` (the default) calls ``model.init_weights()``
-    as mmengine does; ``'constructor'`` initialises only the backbone, as
-    the ParaX reference did (:func:`init_model_weights`). Other values
-    raise a ``ValueError`` when the runner is built.
+
+def check_hook_arguments(default_hooks, custom_hooks, scope: str,
+                         save_checkpoint) -> None:
+    """Raise on a hook config key that its hook cannot take.
+
+    A hook whose ``__init__`` has no ``**kwargs`` would refuse the key when
+    built; mmengine's ``CheckpointHook`` takes any and passes the unknown
+    ones to ``save_checkpoint`` (the runner's, given here), which refuses
+    them at the first save, after the first interval of training. Both are
+    checked here, before the model is built. Hooks that take ``**kwargs``
+    for their own use are not checked.
     """
+    with HOOKS.switch_scope_and_registry(scope) as registry:
+        for where, cfg in _hook_configs(default_hooks, custom_hooks):
+            if not isinstance(cfg, dict) or 'type' not in cfg:
+                continue
+            cls = cfg['type'] if inspect.isclass(cfg['type']) else \
+                registry.get(cfg['type'])
+            if cls is None:
+                continue  # mmengine names an unknown type
+            accepted, takes_any = _arguments(cls.__init__)
+            if takes_any:
+                if not issubclass(cls, MMEngineCheckpointHook):
+                    continue
+                saved, takes_any = _arguments(save_checkpoint)
+                if takes_any:
+                    continue
+                accepted += [a for a in saved if a not in HOOK_SAVE_ARGS]
+            accepted.append('priority')  # taken by Runner.register_hook
+            unknown = [k for k in cfg if k != 'type' and k not in accepted]
+            if unknown:
+                raise TypeError(
+                    f'{where} ({cls.__name__}) has no argument '
+                    f'{", ".join(map(repr, unknown))}; it accepts '
+                    f'{", ".join(sorted(accepted))}. Correct the key in the '
+                    'config or in --cfg-options.')
+
+
+def _atomic_checkpoint_hooks(default_hooks, scope: str) -> dict:
+    """``default_hooks`` with mmengine's ``CheckpointHook`` (named, or
+    mmengine's default when absent) replaced by :class:`mmparax.CheckpointHook
+    <mmparax.engine.hooks.CheckpointHook>`, which takes the same arguments."""
+    hooks = dict(default_hooks or {})
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type=CHECKPOINT_HOOK, interval=1)
+    hook = hooks['checkpoint']
+    if isinstance(hook, dict) and 'type' in hook:
+        with HOOKS.switch_scope_and_registry(scope) as registry:
+            cls = hook['type'] if inspect.isclass(hook['type']) else \
+                registry.get(hook['type'])
+        if cls is MMEngineCheckpointHook:
+            hooks['checkpoint'] = dict(hook, type=CHECKPOINT_HOOK)
+    return hooks
+
+
+class PEFTRunnerMixin:
+    """What :class:`PEFTRunner` adds to an mmengine ``Runner`` class; see
+    :func:`runner_class`."""
 
     def __init__(self, *args, **kwargs):
         cfg = kwargs.get('cfg')
         if cfg is not None:  # fail before the model is built
             check_head_init(cfg.get('head_init', 'init_cfg'))
+        scope = kwargs.get('default_scope', 'mmengine')
+        kwargs['default_hooks'] = _atomic_checkpoint_hooks(
+            kwargs.get('default_hooks'), scope)
+        check_hook_arguments(kwargs['default_hooks'],
+                             kwargs.get('custom_hooks'), scope,
+                             super().save_checkpoint)
+        self._resume_needs = ()
         super().__init__(*args, **kwargs)
 
     def _init_model_weights(self) -> None:
@@ -118,6 +197,61 @@ class PEFTRunner(Runner):
     def head_init(self) -> str:
         return check_head_init(self.cfg.get('head_init', 'init_cfg'))
 
+    @master_only
+    def save_checkpoint(self, out_dir, filename, *args, **kwargs):
+        """``Runner.save_checkpoint``, written to ``.<filename>.part`` and
+        renamed once complete (local folders; other backends as mmengine)."""
+        out_dir = str(out_dir)
+        if '://' in out_dir or '://' in filename:
+            return super().save_checkpoint(out_dir, filename, *args,
+                                           **kwargs)
+        path = osp.join(out_dir, filename)
+        partial = partial_path(path)
+        try:
+            super().save_checkpoint(out_dir, osp.relpath(partial, out_dir),
+                                    *args, **kwargs)
+            commit_partial(partial, path)
+        except BaseException:
+            if osp.exists(partial):
+                os.remove(partial)
+            raise
+
+    def resume(self,
+               filename: str,
+               resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True,
+               map_location='default') -> None:
+        # a run without schedulers saves none and mmengine resumes none
+        resume_param_scheduler &= self.param_schedulers is not None
+        self._resume_needs = tuple(
+            key for key, needed in zip(RESUME_STATES, (
+                resume_optimizer, resume_param_scheduler)) if needed)
+        try:
+            super().resume(filename, resume_optimizer, resume_param_scheduler,
+                           map_location)
+        finally:
+            self._resume_needs = ()
+
+    def _check_resumable(self, checkpoint, filename: str) -> None:
+        """Refuse to resume from a file without optimizer or scheduler
+        state (``best_*``, ``*_peft.pth``): training would go on with fresh
+        ones, unlike the run it continues."""
+        if not isinstance(checkpoint, dict):
+            return
+        missing = [k for k in self._resume_needs if k not in checkpoint]
+        if not missing:
+            return
+        latest = find_latest_checkpoint(osp.dirname(osp.abspath(filename)))
+        regular = f'a regular checkpoint, e.g. --resume {latest}' if latest \
+            else 'a regular checkpoint of its run (iter_N.pth / epoch_N.pth)'
+        raise CheckpointMismatchError(
+            f'Cannot resume from {filename}: it holds no '
+            f'{" and no ".join(missing)} state (best_* and *_peft.pth '
+            'checkpoints keep only the weights), so the resumed run would '
+            'restart them and differ from the one it continues. Resume from '
+            f'{regular}, or start a new training from these weights with '
+            f'load_from={filename} (without --resume).')
+
     def load_or_resume(self) -> None:
         if not self._has_loaded and self._resume and self._load_from is None \
                 and find_latest_checkpoint(self.work_dir) is None:
@@ -133,6 +267,7 @@ class PEFTRunner(Runner):
                         strict: bool = False,
                         revise_keys: list = [(r'^module\.', '')]):
         checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self._check_resumable(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) \
             else self.model
@@ -159,7 +294,12 @@ class PEFTRunner(Runner):
                     f'{PARTIAL_FLAG} (partial_load=True).')
             self.logger.warning(message + '\npartial_load=True: loading '
                                 'what fits, the rest keeps its current values')
-        load_state_dict(model, state_dict, strict=False, logger=self.logger)
+            load_state_dict(
+                model, state_dict, strict=False, logger=self.logger)
+        else:
+            # it fits: a PEFT checkpoint lacks only the frozen pretrained
+            # weights, which mmengine would list as missing keys
+            model.load_state_dict(state_dict, strict=False)
         self._has_loaded = True
         self.logger.info(f'Load {"PEFT " if peft else ""}checkpoint from '
                          f'{filename}')
@@ -189,3 +329,65 @@ class PEFTRunner(Runner):
                 'model.backbone.init_cfg.checkpoint (checkpoint_file) at '
                 'the pretrained file the adapters were trained on, or give a '
                 f'full checkpoint. {PARTIAL_FLAG} skips this check.')
+
+
+class PEFTRunner(PEFTRunnerMixin, Runner):
+    """:class:`mmengine.runner.Runner` that loads checkpoints strictly.
+
+    Every checkpoint loaded through ``load_from``, ``--resume`` or
+    ``tools/test.py`` must fit the model exactly: missing, unexpected or
+    mis-shaped keys raise :class:`CheckpointMismatchError` before the first
+    iteration, unless the config sets ``partial_load=True`` (the tools'
+    ``--partial-load``), which loads what fits and lists the rest.
+    ``--resume`` refuses a file without optimizer and scheduler state
+    (``best_*``, ``*_peft.pth``).
+
+    A PEFT checkpoint (:mod:`mmparax.apis.peft_checkpoint`) loads over the
+    backbone's pretrained weights, loaded first if they are not yet (as in
+    ``Runner.test``), and only if their fingerprint is the one it was trained
+    on.
+
+    ``head_init`` (a top-level config key) chooses how training initialises
+    the model: ``'init_cfg'`` (the default) calls ``model.init_weights()``
+    as mmengine does; ``'constructor'`` initialises only the backbone, as
+    the ParaX reference did (:func:`init_model_weights`). Other values
+    raise a ``ValueError`` when the runner is built.
+
+    Checkpoints are written whole or not at all: ``save_checkpoint`` writes
+    ``.<name>.part`` and renames it, and mmengine's ``CheckpointHook`` is
+    replaced by :class:`mmparax.CheckpointHook
+    <mmparax.engine.hooks.CheckpointHook>`, which updates ``last_checkpoint``
+    and removes old checkpoints only after that. Hook arguments a hook
+    cannot take raise when the runner is built.
+    """
+
+
+def runner_class(runner_type=None, registry=RUNNERS) -> type:
+    """The runner class to build for a config's ``runner_type``.
+
+    None (no ``runner_type``) and mmengine's ``Runner`` give
+    :class:`PEFTRunner`; another subclass of ``Runner`` (a class or a
+    registered name) gets :class:`PEFTRunnerMixin` put in front of it, so
+    that strict loading, ``head_init`` and safe saves apply whatever the
+    runner. A runner that is not a ``Runner`` is refused.
+    """
+    if runner_type is None:
+        return PEFTRunner
+    cls = runner_type if inspect.isclass(runner_type) else \
+        registry.get(runner_type)
+    if cls is None:
+        raise KeyError(f'runner_type={runner_type!r} is not a registered '
+                       'runner; check its name and custom_imports.')
+    if issubclass(cls, PEFTRunnerMixin):
+        return cls
+    if cls is Runner:
+        return PEFTRunner
+    if not issubclass(cls, Runner):
+        raise TypeError(
+            f'runner_type={runner_type!r} ({cls.__module__}.{cls.__name__}) '
+            "is not a subclass of mmengine's Runner, so mmparax cannot give "
+            'it strict checkpoint loading, head_init and safe checkpoint '
+            'saves. Remove runner_type (PEFTRunner is used) or derive the '
+            'runner from mmengine.runner.Runner.')
+    return type(f'PEFT{cls.__name__}', (PEFTRunnerMixin, cls),
+                dict(__module__=__name__, __doc__=cls.__doc__))

@@ -28,7 +28,7 @@ from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
 from mmparax.engine.optimizers import CPUAmpOptimWrapper
-from .runner import PARTIAL_FLAG, PEFTRunner
+from .runner import PARTIAL_FLAG, runner_class
 from .trusted_loading import (TRUST_ENV, register_trusted_loader,
                               trust_checkpoints)
 
@@ -52,13 +52,55 @@ def load_config(config: str,
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        apply_cfg_options(cfg, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def _move_paths(node, old: str, new: str):
+    """``node`` with every string that is ``old`` or a path under it moved
+    to ``new``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _move_paths(value, old, new)
+    elif isinstance(node, list):
+        return [_move_paths(value, old, new) for value in node]
+    elif isinstance(node, tuple):
+        return tuple(_move_paths(value, old, new) for value in node)
+    elif isinstance(node, str):
+        if node.rstrip('/') == old:
+            return new
+        if node.startswith(old + '/'):
+            return osp.join(new, node[len(old) + 1:])
+    return node
+
+
+def apply_cfg_options(cfg: Config, cfg_options: dict) -> None:
+    """Merge ``--cfg-options`` into ``cfg``.
+
+    ``data_root=PATH`` also moves every path the config derived from its
+    top-level ``data_root`` (each data loader's ``dataset.data_root``, the
+    COCO evaluators' ``ann_file``, ...): the configs compute those when
+    they are read, so overriding ``data_root`` alone would change nothing.
+    """
+    cfg_options = dict(cfg_options)
+    data_root = cfg_options.pop('data_root', None)
+    if data_root is not None:
+        old = cfg.get('data_root')
+        if not isinstance(old, str):
+            raise ValueError(
+                f'--cfg-options data_root={data_root}: the config defines no '
+                'top-level data_root; set the data set of each loader, e.g. '
+                'train_dataloader.dataset.data_root=PATH')
+        old = old.rstrip('/')
+        for key in list(cfg.keys()):
+            cfg[key] = _move_paths(cfg[key], old, data_root.rstrip('/'))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
 
 
 def setup_checkpoint_trust(cfg: Config, trusted: Iterable[str] = ()) -> None:
@@ -310,11 +352,30 @@ def set_out(cfg: Config, out: str) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """:class:`PEFTRunner` (strict checkpoint loading), or the config's
-    ``runner_type``."""
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return PEFTRunner.from_cfg(cfg)
+    """:class:`PEFTRunner` (strict checkpoint loading, safe saves), or the
+    config's ``runner_type`` with the same behaviour
+    (:func:`~mmparax.apis.runner.runner_class`)."""
+    with RUNNERS.switch_scope_and_registry(
+            cfg.get('default_scope')) as registry:
+        cls = runner_class(cfg.get('runner_type'), registry)
+    return cls.from_cfg(cfg)
+
+
+AVERAGE_BUFFERS_HOOK = 'mmparax.AverageBuffersHook'
+
+
+def add_average_buffers_hook(cfg: Config) -> None:
+    """A distributed training run gets :class:`AverageBuffersHook` in
+    ``cfg.custom_hooks`` (once): every rank then validates with, and rank 0
+    saves, the same buffers (BN statistics that do not sync differ per
+    rank)."""
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(
+            isinstance(h, dict) and h.get('type') == AVERAGE_BUFFERS_HOOK
+            for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type=AVERAGE_BUFFERS_HOOK)]
 
 
 def setup_run(cfg: Config,
@@ -325,6 +386,7 @@ def setup_run(cfg: Config,
     setup_checkpoint_trust(cfg, trusted)
     if train:
         check_optim_wrapper(cfg, config_name)
+        add_average_buffers_hook(cfg)
     prepare_cpu_distributed(cfg)
 
 

@@ -52,6 +52,7 @@ from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
 from ..registry import HOOKS
+from ..utils.atomic_file import atomic_write
 from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
                                      _torch_load, check_checkpoint_file,
                                      fetch_checkpoint, mmcls_to_backbone,
@@ -62,6 +63,7 @@ TRUST_FLAG = '--trust-checkpoint'
 KEY_ENV = 'MMPARAX_CHECKPOINT_KEY_FILE'
 MANIFEST_NAME = '.mmparax_checkpoints.json'
 MANIFEST_HOOK = 'mmparax.CheckpointManifestHook'
+MIN_KEY_LENGTH = 32  # characters; the keys made here have 64
 
 _trusted: List[str] = []
 
@@ -140,7 +142,7 @@ def _read_key(path: str) -> Optional[bytes]:
             key = f.read().strip()
     except OSError:
         return None
-    return key if len(key) >= 32 else None
+    return key if len(key) >= MIN_KEY_LENGTH else None
 
 
 def _key(create: bool) -> Optional[bytes]:
@@ -163,6 +165,15 @@ def _key(create: bool) -> Optional[bytes]:
     finally:
         os.unlink(tmp)
     return _read_key(path)
+
+
+def _key_problem() -> str:
+    path = _key_file()
+    if osp.isfile(path):
+        return (f'the key file {path} is empty or shorter than '
+                f'{MIN_KEY_LENGTH} characters, so it is not used: remove it '
+                f'(a new key is made) or set {KEY_ENV} to another key file')
+    return f'cannot read or create the key file {path}'
 
 
 def _sha256(path: str) -> str:
@@ -204,7 +215,7 @@ def record_written_checkpoint(path: str) -> Optional[str]:
     try:
         key = _key(create=True)
         if key is None:
-            raise OSError(f'cannot read the key {_key_file()}')
+            raise OSError(_key_problem())
         size, sha256 = osp.getsize(real), _sha256(real)
         entries = {
             n: e
@@ -213,10 +224,8 @@ def record_written_checkpoint(path: str) -> Optional[str]:
         }
         entries[name] = dict(
             size=size, sha256=sha256, mac=_seal(key, name, size, sha256))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=MANIFEST_NAME + '.')
-        with os.fdopen(fd, 'w') as f:
+        with atomic_write(manifest, 'w') as f:
             json.dump(dict(version=1, checkpoints=entries), f, indent=1)
-        os.replace(tmp, manifest)
     except OSError as error:
         print_log(
             f'Could not record {real} as written by this run ({error}); '

@@ -108,6 +108,8 @@ class AdaptFormer(PEFTMethod):
             ``('mlp_parallel',)``, ``('block_parallel',)`` the host offers.
     """
 
+    # the official ViT adapts every token (custom_modules.py, Block)
+    adapts_class_token = True
     default_sites = (('mlp_parallel', ), ('block_parallel', ))
 
     def __init__(self,

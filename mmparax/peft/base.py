@@ -201,6 +201,18 @@ class PEFTMethod:
     #: names
     targets: Optional[Tuple[str, ...]] = None
     default_targets: Sequence[Tuple[str, ...]] = ()
+    #: whether the host's new output layers (the per-output norms of a
+    #: dense-prediction backbone, absent from ImageNet checkpoints) train
+    #: with the method, as its official dense-prediction code has it (see
+    #: :meth:`trains_output_norms`); frozen, they keep their initial values
+    output_norms_trained = False
+    #: the ``train_output_norms`` setting of the config (None: the default)
+    train_output_norms: Optional[bool] = None
+    #: whether the block-site modules see a ViT's class token (and act on it
+    #: as on every token), as the method's official ViT code; False: patch
+    #: tokens only, the class token bypasses them (needed by modules that
+    #: see the tokens as an H x W map)
+    adapts_class_token = False
 
     def __init__(self, sites: Optional[Sequence[str]] = None):
         self.sites = check_names(self.name, 'sites', sites,
@@ -300,6 +312,13 @@ class PEFTMethod:
                     parts = [(p, FUSED_PARTS[p] * width, width) for p in spec]
                 yield name, layer, alias, parts
 
+    def trains_output_norms(self, host) -> bool:
+        """Whether ``host``'s new output layers train: the config's
+        ``train_output_norms``, else :attr:`output_norms_trained`."""
+        if self.train_output_norms is not None:
+            return self.train_output_norms
+        return self.output_norms_trained
+
     # -- what a method does -------------------------------------------------
     def attach(self, host) -> None:
         """Build the method's modules and register them on ``host``."""
@@ -348,6 +367,13 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
                         f"dict(type='ParaX', rank=128), got {cfg!r}")
     cfg = dict(cfg)
     name = cfg.pop('type')
+    train_output_norms = cfg.pop('train_output_norms', None)
+    if not (train_output_norms is None
+            or isinstance(train_output_norms, bool)):
+        raise TypeError(
+            f'peft {name!r}: train_output_norms must be True, False or None '
+            "(the method's default, from its official code), got "
+            f'{train_output_norms!r}')
     if isinstance(name, str):
         name = name.split('.')[-1]  # 'mmparax.ParaX' works too
         cls = PEFT_METHODS.get(name)
@@ -357,9 +383,11 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
     else:
         cls = name
     try:
-        return cls(**cfg)
+        method = cls(**cfg)
     except TypeError as error:
         message = str(error)  # name the method once
         if not message.startswith(f'{cls.__name__}: '):
             message = f'{cls.__name__}: {message}'
         raise TypeError(message) from error
+    method.train_output_norms = train_output_norms
+    return method

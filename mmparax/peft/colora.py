@@ -316,6 +316,10 @@ class CoLoRA(PEFTMethod):
         filter_scale (float): λ. Default: 0.2.
     """
 
+    # the official freeze_backbone keeps every bias and norm trainable
+    # (convnext_colora.py), the output norms among them
+    output_norms_trained = True
+
     def __init__(self,
                  rank: Union[int, Sequence[int]] = 8,
                  share_ratio: float = 0.5,

@@ -75,8 +75,10 @@ class LoRA(PEFTMethod):
 
     Args:
         rank (int): r. Default: 8.
-        alpha (float, optional): Scaling numerator; None gives alpha = r
-            (scale 1). Default: None.
+        alpha (float): Scaling numerator: the update is scaled by
+            alpha / r. Default: 1 (loralib's ``lora_alpha=1``, kept by the
+            Mona repository's dense-prediction Swin LoRA, and mmpretrain's
+            ``LoRAModel``: scale 1/r).
         dropout (float): Dropout on the updates' input. Default: 0.
         targets (Sequence[str], optional): Layer aliases of the host; on a
             fused ``qkv`` alias ``'qkv:qv'`` picks the q and v thirds. None:
@@ -88,16 +90,15 @@ class LoRA(PEFTMethod):
 
     def __init__(self,
                  rank: int = 8,
-                 alpha: Optional[float] = None,
+                 alpha: float = 1.,
                  dropout: float = 0.,
                  targets: Optional[Sequence[str]] = None):
         super().__init__(sites=())
         check_positive_int(self.name, 'rank', rank)
-        if alpha is not None:
-            check_positive(self.name, 'alpha', alpha, ' or None (alpha = r)')
+        check_positive(self.name, 'alpha', alpha, ' (scale alpha / rank)')
         check_fraction(self.name, 'dropout', dropout)
         self.rank, self.dropout = rank, dropout
-        self.alpha = float(rank if alpha is None else alpha)
+        self.alpha = float(alpha)
         self.targets = self.check_targets(targets)
 
     def attach(self, host) -> None:

@@ -156,6 +156,8 @@ class LoRand(PEFTMethod):
             ``('pre_dwconv', 'post_block')`` the host offers.
     """
 
+    # token-wise, as the official token-wise ViT adapters: every token
+    adapts_class_token = True
     default_sites = (('attn_out', 'mlp_out'), ('ssm_out', 'mlp_out'),
                      ('pre_dwconv', 'post_block'))
 

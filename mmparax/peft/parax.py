@@ -80,6 +80,7 @@ def _check_positive_int(name, value):
 
 
 def _check_kernel_sizes(kernel_sizes):
+    """``kernel_sizes`` as a tuple; empty: no routed spatial experts."""
     if isinstance(kernel_sizes, int) or not isinstance(kernel_sizes,
                                                        (list, tuple)):
         raise TypeError('kernel_sizes must be a list or tuple of odd '
@@ -89,9 +90,6 @@ def _check_kernel_sizes(kernel_sizes):
             raise ValueError('kernel_sizes must hold positive odd integers '
                              f'("same" padding needs odd kernels), got {k!r} '
                              f'in {tuple(kernel_sizes)}')
-    if not kernel_sizes:
-        raise ValueError('kernel_sizes is empty; to switch the conv branch '
-                         'off use with_conv=False')
     if len(set(kernel_sizes)) != len(kernel_sizes):
         raise ValueError(f'kernel_sizes has duplicates: {tuple(kernel_sizes)}')
     return tuple(kernel_sizes)
@@ -152,8 +150,7 @@ class ExpertCenter(PEFTModule):
         self.dim = dim
         self.rank = rank
         self.num_experts = num_experts
-        self.kernel_sizes = _check_kernel_sizes(kernel_sizes) \
-            if len(kernel_sizes) else ()
+        self.kernel_sizes = _check_kernel_sizes(kernel_sizes)
         self.init = init
         self.down = nn.Parameter(torch.empty(num_experts, rank, dim))
         self.up = nn.Parameter(torch.empty(num_experts, dim, rank))
@@ -272,9 +269,12 @@ class ParaXAdapter(PEFTModule):
         rank (int): Bottleneck width. Default: 128.
         num_experts (int): Experts M of the center it routes into.
         kernel_sizes (Sequence[int]): Kernel sizes of the routed depthwise
-            cascade. Default: (3, 5, 7).
+            cascade; ``()`` with ``with_conv=True`` keeps only the static
+            3x3 convs (no spatial experts, cascade or SA: the paper's
+            ParaX‡, the reference's ``parax_kernel_sizes=None``). Default:
+            (3, 5, 7).
         with_conv (bool): Conv branch (static depthwise 3x3 convs and the
-            routed cascade). ``False`` gives the paper's ParaX‡. Default: True.
+            routed cascade); ``False`` drops all of it. Default: True.
         scale_attention (bool): Mix the cascade outputs with the per-token
             scale attention (SA); otherwise average them. With one kernel
             size there is no SA (the reference still builds and counts an
@@ -625,9 +625,10 @@ class ParaX(PEFTMethod):
 
     Args:
         rank (int): Bottleneck width. Default: 128.
-        kernel_sizes (Sequence[int]): Routed depthwise kernel sizes.
+        kernel_sizes (Sequence[int]): Routed depthwise kernel sizes; ``()``
+            keeps only the static 3x3 convs (the paper's ParaX‡).
             Default: (3, 5, 7).
-        with_conv (bool): Conv branch on (False: the paper's ParaX‡).
+        with_conv (bool): Conv branch on (False: no conv at all).
             Default: True.
         scale_attention (bool): Scale attention over the kernels. Default: True.
         layout (str): ``'cascade'``, ``'sequential'`` or ``'parallel'``.
@@ -660,6 +661,16 @@ class ParaX(PEFTMethod):
     """
 
     default_sites = ('residual', )
+    # the reference trains its output norms on Swin and ConvNeXt
+    # (``extra_norm`` in the freeze loop), not on VMamba
+    # (``set_only_parax_trainable``)
+    output_norms_trained = True
+
+    def trains_output_norms(self, host) -> bool:
+        if self.train_output_norms is None and any(
+                c.__name__ == 'VMamba' for c in type(host).__mro__):
+            return False
+        return super().trains_output_norms(host)
 
     def __init__(self,
                  rank: int = 128,

@@ -150,6 +150,9 @@ class RepAdapter(PEFTMethod):
             ``('pre_dwconv',)`` the host offers.
     """
 
+    # the official ViT adapts every token (repadapter.py,
+    # forward_vit_block_adapter)
+    adapts_class_token = True
     default_sites = (('attn_in', 'mlp_in'), ('ssm_in', 'mlp_in'),
                      ('pre_dwconv', ))
 
@@ -187,12 +190,6 @@ class RepAdapter(PEFTMethod):
     def _merge_plan(self, host) -> List[Tuple[nn.Module, str, str, str]]:
         """``(block, attribute, site, name of the reading layer)`` of every
         adapter; raises, changing nothing, when one cannot be folded."""
-        if getattr(host, 'num_extra_tokens', 0):
-            raise ValueError(
-                f'RepAdapter cannot be merged exactly on '
-                f'{type(host).__name__}: its adapters act on the patch '
-                'tokens only (the class token bypasses them), but a merged '
-                'qkv / fc1 would act on the class token too.')
         names = {id(m): n for n, m in host.named_modules()}
         layer_names: Dict[str, List[str]] = {}
         plan = []

@@ -42,14 +42,17 @@ _NO_ATTENTION = dict(
 class Prompts(PEFTModule):
     """``p`` learnable prompt tokens of width ``C``, shared by the batch.
 
-    Initialised uniformly in ``[-bound, bound]``; dropout acts on the
-    [p, C] set before the batch shares it (as on the official deep prompts).
+    Initialised uniformly in ``[-bound, bound]``. Dropout acts on the
+    [p, C] set before the batch shares it (the official deep prompts of
+    Swin), or with ``per_sample`` on [B, p, C], one mask per sample (the
+    official prompts of Swin's first block and of every ViT block).
 
     Args:
         num_tokens (int): p.
         channels (int): C.
         bound (float): Bound of the uniform initialisation.
         dropout (float): Dropout on the prompts. Default: 0.
+        per_sample (bool): One dropout mask per sample. Default: False.
     """
 
     peft_component = 'prompts'
@@ -58,9 +61,10 @@ class Prompts(PEFTModule):
                  num_tokens: int,
                  channels: int,
                  bound: float,
-                 dropout: float = 0.):
+                 dropout: float = 0.,
+                 per_sample: bool = False):
         super().__init__()
-        self.bound = bound
+        self.bound, self.per_sample = bound, per_sample
         self.prompts = nn.Parameter(torch.empty(num_tokens, channels))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_parameters()
@@ -74,8 +78,12 @@ class Prompts(PEFTModule):
             f'{type(self).__name__}: prompt tokens always add keys and values '
             'to the attention, whatever their value; VPT has no exact no-op')
 
-    def tokens(self) -> torch.Tensor:
-        """The prompts after dropout: [p, C]."""
+    def tokens(self, batch: int = 1) -> torch.Tensor:
+        """The prompts after dropout: [p, C], or [batch, p, C] with
+        ``per_sample`` while dropout is active."""
+        if self.per_sample and self.training and not isinstance(
+                self.dropout, nn.Identity):
+            return self.dropout(self.prompts.expand(batch, -1, -1))
         return self.dropout(self.prompts)
 
 
@@ -117,7 +125,7 @@ class WindowPrompts(Prompts):
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = shift_window_mask(Hp, Wp, size, shift, x.device)
         windows = attn.window_partition(x).view(-1, size * size, C)
-        prompts = block.norm1(self.tokens())
+        prompts = block.norm1(self.tokens(B))
         out = window_attention(attn.w_msa, windows, prompts, mask)
         x = attn.window_reverse(out.view(-1, size, size, C), Hp, Wp)
         if shift > 0:
@@ -135,6 +143,9 @@ class PrependedPrompts(Prompts):
     [B, p, C]), as in the official ViT code.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **dict(kwargs, per_sample=True))
+
     @property
     def num_tokens(self) -> int:
         return self.prompts.shape[0]
@@ -149,7 +160,7 @@ class PrependedPrompts(Prompts):
         Returns:
             Tensor: [B, L + p, C].
         """
-        prompts = self.dropout(self.prompts.expand(x.shape[0], -1, -1))
+        prompts = self.tokens(x.shape[0]).expand(x.shape[0], -1, -1)
         return torch.cat((x[:, :start], prompts.to(x.dtype), x[:, start:]),
                          dim=1)
 
@@ -182,19 +193,23 @@ def window_attention(w_msa: nn.Module, x: torch.Tensor,
         w_msa (nn.Module): The frozen ``WindowMSA``.
         x (Tensor): Windows, [B*nW, N, C].
         prompts (Tensor): Normalised prompts, [p, C], the same in every
-            window.
+            window, or [B, p, C], those of each sample's windows.
         mask (Tensor, optional): Shift mask [nW, N, N] of the tokens.
 
     Returns:
         Tensor: The tokens' outputs, [B*nW, N, C].
     """
     Bw, N, C = x.shape
-    p, heads = prompts.shape[0], w_msa.num_heads
+    p, heads = prompts.shape[-2], w_msa.num_heads
     q, k, v = w_msa.qkv(x).reshape(Bw, N, 3, heads,
                                    C // heads).permute(2, 0, 3, 1, 4)
-    # the prompts' keys and values are the same in every window
-    _, pk, pv = w_msa.qkv(prompts).reshape(p, 3, heads,
-                                           C // heads).permute(1, 2, 0, 3)
+    # the prompts' keys and values: [1 or B, heads, p, C / heads]
+    prompts = prompts.view(-1, p, C)
+    _, pk, pv = w_msa.qkv(prompts).reshape(-1, p, 3, heads,
+                                           C // heads).permute(2, 0, 3, 1, 4)
+    if pk.shape[0] > 1:  # windows are sample-major
+        pk, pv = (t.repeat_interleave(Bw // t.shape[0], dim=0)
+                  for t in (pk, pv))
     k = torch.cat((pk.expand(Bw, -1, -1, -1), k), dim=2)
     v = torch.cat((pv.expand(Bw, -1, -1, -1), v), dim=2)
     attn = (q * w_msa.scale) @ k.transpose(-2, -1)  # [B*nW, heads, N, p+N]
@@ -238,7 +253,9 @@ class VPT(PEFTMethod):
 
     Args:
         num_tokens (int): p, prompts per block. Default: 10.
-        dropout (float): Dropout on the prompts. Default: 0.
+        dropout (float): Dropout on the prompts, as the official code: one
+            mask per sample in Swin's first block and in every ViT block,
+            one per batch in Swin's other blocks. Default: 0.
         init_bound (float, optional): v; None: the official bound above.
             Default: None.
     """
@@ -292,3 +309,7 @@ class VPT(PEFTMethod):
             lambda channels, *_: module(self.num_tokens, channels, bound,
                                         self.dropout),
             sites=(site, ))
+        # the official first Swin block takes the prompts prepended to the
+        # patch embedding, dropped out per sample
+        first = host.peft_stages()[0][1][0]
+        first._modules[host.block_sites[site]].per_sample = True

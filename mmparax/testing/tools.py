@@ -1,4 +1,5 @@
 """Running the repository's ``tools/`` scripts from tests and demos."""
+import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -29,9 +30,66 @@ def run_tool(script: str, *args, cwd, env: dict = None,
         timeout=timeout)
 
 
+def load_tool(script: str):
+    """``tools/<script>`` imported as a module (its ``main(argv)`` then runs
+    in this process)."""
+    name = 'mmparax_tools_' + osp.splitext(script)[0].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(REPO, 'tools', script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def check_ok(proc: subprocess.CompletedProcess) -> None:
     """Assert that a :func:`run_tool` process succeeded; show its output
     tails otherwise."""
     assert proc.returncode == 0, (
         f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
         f'--- stderr\n{proc.stderr[-6000:]}')
+
+
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
+                       'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')
+
+SHORT_DEMO = """\
+_base_ = [{demo!r}]
+data_root = {data_root!r}
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+model = dict(backbone=dict(init_cfg=dict(checkpoint={pretrained!r})))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)
+]
+train_cfg = dict(max_iters={total}, val_interval={interval})
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(interval={interval}, max_keep_ckpts={keep}))
+"""
+
+
+def short_demo_config(root: str, total: int, interval: int,
+                      max_keep_ckpts: int = -1, num_train: int = 16,
+                      num_val: int = 4, extra: str = '') -> str:
+    """The demo recipe (drop path, one data worker, random augmentations)
+    cut to ``total`` iterations, with a checkpoint and a validation every
+    ``interval``, on a synthetic ADE20K set and a random tiny Swin written
+    into ``root``. Returns the path of the config (``root/short_demo.py``);
+    ``extra`` is appended to it."""
+    from .checkpoints import (swin_to_microsoft, tiny_swin_state_dict,
+                              write_checkpoint)
+    from .data import make_ade20k
+    data_root = make_ade20k(
+        osp.join(root, 'ade'), num_train=num_train, num_val=num_val,
+        img_size=(64, 64), num_classes=8, seed=0)
+    pretrained = write_checkpoint(
+        osp.join(root, 'swin.pth'),
+        swin_to_microsoft(tiny_swin_state_dict(0)))
+    path = osp.join(root, 'short_demo.py')
+    with open(path, 'w') as f:
+        f.write(
+            SHORT_DEMO.format(
+                demo=DEMO_CONFIG, data_root=data_root, pretrained=pretrained,
+                total=total, interval=interval, keep=max_keep_ckpts) + extra)
+    return path

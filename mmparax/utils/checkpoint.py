@@ -104,11 +104,11 @@ def check_fit(backbone, state_dict: Dict):
     """Raise unless ``state_dict`` holds every pretrained parameter of
     ``backbone`` with the right shape and nothing the backbone lacks."""
     own = backbone.state_dict()
-    trained = set(backbone.peft_trainable_names())
+    new = set(backbone.new_parameter_names())
     problems = fit_problems(
         own, state_dict,
         required=[k for k, _ in backbone.named_parameters()
-                  if k not in trained],
+                  if k not in new],
         accepted=lambda k: k in own or backbone.ignored_checkpoint_keys(k),
         what='pretrained parameters')
     if problems:

@@ -93,4 +93,21 @@ def trainable_summary(model: nn.Module) -> str:
     for name, c in report.items():
         lines.append(f'  {name:<15} trainable {c["trainable"]:>13,d} / '
                      f'{c["total"]:>13,d}')
+    note = output_norms_note(getattr(model, 'backbone', None))
+    if note:
+        lines.append(f'  {note}')
     return '\n'.join(lines)
+
+
+def output_norms_note(backbone) -> str:
+    """Whether the new output layers of a host backbone with a method train
+    and why; '' when it has none (or no method)."""
+    method = getattr(backbone, 'peft', None)
+    if method is None or not backbone.new_module_names():
+        return ''
+    trained = backbone.trains_output_norms
+    why = 'set by train_output_norms' if method.train_output_norms is not \
+        None else f"{method.name}'s official setting"
+    return (f'output norms ({", ".join(backbone.new_module_names())}): '
+            f'{"trained" if trained else "frozen at their initial values"} '
+            f'({why})')

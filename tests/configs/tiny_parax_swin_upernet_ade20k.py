@@ -68,7 +68,7 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2))
+    checkpoint=dict(type='mmparax.CheckpointHook', by_epoch=False, interval=2))
 custom_hooks = [
     dict(type='mmparax.PEFTCheckHook'),
     dict(type='mmparax.PEFTCheckpointHook')

@@ -1,6 +1,6 @@
 # The ParaX ViT-L SETR-PUP recipe (Table 7) with a tiny ViT (6 blocks of
 # width 32, outputs after blocks 2, 3, 5 and 6: expert centers of 2, 1, 2
-# and 1 blocks), tiny heads and 64x64 crops, for tests/test_setr.py. Paths
+# and 1 blocks, so the test sees several centers), tiny heads and 64x64 crops, for tests/test_setr.py. Paths
 # come from --cfg-options:
 #   {train,val,test}_dataloader.dataset.data_root=...
 #   model.backbone.init_cfg.checkpoint=...
@@ -22,6 +22,7 @@ model = dict(
             feedforward_channels=4 * width),
         img_size=64,
         out_indices=(1, 2, 4, 5),
+        block_groups=[2, 1, 2, 1],
         peft=dict(rank=8, router_hidden=4)),
     decode_head=dict(in_channels=width, channels=16),
     auxiliary_head=[

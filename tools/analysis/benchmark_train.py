@@ -69,11 +69,11 @@ METHODS = ('lora', 'adaptformer', 'repadapter', 'lorand', 'snell', 'mona',
            'vpt')
 DEFAULT_CONFIGS = ([f'configs/full/full{_DET}'] +
                    [f'configs/{m}/{m}{_DET}' for m in METHODS] +
-                   [f'configs/parax/ablations/parax-noconv{_DET}',
+                   [f'configs/parax/ablations/parax-static-conv{_DET}',
                     f'configs/parax/parax{_DET}'])
 
 FULL = 'Full-tuning'
-NOCONV = 'ParaX\u2021'  # ParaX without its conv branch
+NOCONV = 'ParaX\u2021'  # ParaX without its routed spatial experts
 #: Table 15: Swin-L Mask R-CNN, 1280x800, batch 4; method -> (# P (M),
 #: throughput (images/s), memory (GB), box AP, mask AP)
 PAPER_TABLE15 = OrderedDict([
@@ -193,7 +193,7 @@ def method_name(backbone):
         return FULL
     adapter_cfg = getattr(method, 'adapter_cfg', {})
     name = method.name
-    if name == 'ParaX' and not adapter_cfg.get('with_conv', True):
+    if name == 'ParaX' and not method.kernel_sizes:
         name = NOCONV
     if adapter_cfg.get('with_cp'):
         name += ' (with_cp)'
@@ -449,11 +449,28 @@ def benchmark(args, configs):
     return results
 
 
+def in_table15(config):
+    """Whether ``config`` is one of the configs of Table 15
+    (:data:`DEFAULT_CONFIGS`), whatever the current directory."""
+    return osp.realpath(config) in {
+        osp.realpath(osp.join(ROOT, c)) for c in DEFAULT_CONFIGS
+    }
+
+
+def paper_row(result):
+    """Table 15's figures for a result, or None: a config that is not one of
+    Table 15's (another backbone, a copy or a variant) gets none, whatever
+    its method."""
+    if not in_table15(result['config']):
+        return None
+    return PAPER_TABLE15.get(result['method'])
+
+
 def add_ratios(results):
     """Ratios to the full fine-tuning result (else the first), ours and the
-    paper's Table 15, in place."""
+    paper's Table 15 (for the configs of Table 15 only), in place."""
     ref = next((r for r in results if r['method'] == FULL), results[0])
-    paper_ref = PAPER_TABLE15.get(ref['method'])
+    paper_ref = paper_row(ref)
     for r in results:
         r['reference'] = ref['config']
         r['thr_ratio'] = round(r['imgs_per_s'] / ref['imgs_per_s'], 3)
@@ -461,7 +478,7 @@ def add_ratios(results):
             ref['s_per_step_min'] / r['s_per_step_min'], 3)
         r['mem_ratio'] = round(r['mem_mb'] / ref['mem_mb'], 3) \
             if ref['mem_mb'] else None
-        paper = PAPER_TABLE15.get(r['method'])
+        paper = paper_row(r)
         r['paper'] = None if paper is None else dict(
             zip(('params_m', 'imgs_per_s', 'mem_gb', 'box_ap', 'mask_ap'),
                 paper))
@@ -493,7 +510,8 @@ def markdown_table(results):
         'threads.',
         f'Memory: {results[0]["mem_kind"]}. Ratios (x) are to '
         f'{osp.basename(ref)} (throughput: median step, or fastest step '
-        f'"(min)"); paper: Table 15 ({PAPER_SETTING}).',
+        f'"(min)"); paper: Table 15 ({PAPER_SETTING}), only beside its '
+        'configs (the default ones).',
         '',
         '| Method | # P (M) | paper # P | s/step | min s/step | imgs/s '
         '| mem (MB) | thr x | thr x (min) | paper thr x | mem x '

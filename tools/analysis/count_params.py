@@ -18,7 +18,9 @@ from collections import OrderedDict
 from mmengine.config import Config, DictAction
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
-from mmparax.utils import backbone_components, build_config_model
+from mmparax.apis.upstream_warnings import silence_upstream_warnings
+from mmparax.utils import (backbone_components, build_config_model,
+                           output_norms_note)
 from mmparax.utils.paper import (paper_entry, paper_figures, paper_scope,
                                  scoped_count)
 
@@ -40,7 +42,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, e.g. '
-        'model.backbone.parax.rank=64')
+        'model.backbone.peft.rank=64')
     return parser.parse_args(argv)
 
 
@@ -61,6 +63,10 @@ def count(model):
     if 'pretrained' in components:
         components.move_to_end('pretrained')
     result['components'] = components
+    note = output_norms_note(backbone)
+    if note:
+        result['output_norms_trained'] = backbone.trains_output_norms
+        result['output_norms'] = note
     return result
 
 
@@ -69,6 +75,7 @@ def _fmt(n):
 
 
 def main(argv=None):
+    silence_upstream_warnings()
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -100,6 +107,8 @@ def main(argv=None):
     for group, c in result['components'].items():
         print(f'  {group:<16}{c["total"]:>14,} params, '
               f'{c["trainable"]:>12,} trainable')
+    if 'output_norms' in result:
+        print(f'  {result["output_norms"]}')
     print(f'trainable backbone: {_fmt(result["trainable_backbone"])}')
     print(f'total backbone:     {_fmt(result["total_backbone"])}')
     print(f'trainable model:    {_fmt(result["trainable_total"])} '

@@ -21,6 +21,7 @@ from mmparax.apis import register_trusted_loader, trust_checkpoints
 from mmparax.apis.peft_checkpoint import (checkpoint_problems,
                                           save_peft_checkpoint)
 from mmparax.apis.runtime import add_trust_argument
+from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
@@ -34,6 +35,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    silence_upstream_warnings()
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

@@ -1,5 +1,6 @@
 # ADE20K (SceneParsing), 150 classes; label 0 ("other") is ignored
-dataset_type = 'ADE20KDataset'
+# mmseg's ADE20KDataset, whose errors name the file (mmparax.datasets)
+dataset_type = 'mmparax.ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 
@@ -50,8 +51,10 @@ val_dataloader = dict(
         data_prefix=dict(
             img_path='images/validation',
             seg_map_path='annotations/validation'),
-        pipeline=test_pipeline))
+        pipeline=test_pipeline,
+        test_mode=True))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+# mmseg's IoUMetric, warning about labels it cannot score
+val_evaluator = dict(type='mmparax.IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

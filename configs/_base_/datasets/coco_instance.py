@@ -1,5 +1,6 @@
 # COCO 2017 instance segmentation (80 thing classes), single scale 1333x800
-dataset_type = 'CocoDataset'
+# mmdet's CocoDataset, whose errors name the file (mmparax.datasets)
+dataset_type = 'mmparax.CocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 

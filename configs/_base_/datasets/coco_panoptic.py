@@ -1,6 +1,7 @@
 # COCO 2017 panoptic segmentation (80 thing + 53 stuff classes), single
 # scale 1333x800. Needs the `panopticapi` module (PyPI: panopticapi-lite).
-dataset_type = 'CocoPanopticDataset'
+# mmdet's CocoPanopticDataset, whose errors name the file (mmparax.datasets)
+dataset_type = 'mmparax.CocoPanopticDataset'
 data_root = 'data/coco/'
 backend_args = None
 

@@ -7,7 +7,8 @@
 # clutter; 0: eroded boundaries (black in the *_label_noBoundary.tif files),
 # ignored: reduce_zero_label makes it 255 and the classes 0-5.
 # Pipelines as mmseg's configs/_base_/datasets/potsdam.py.
-dataset_type = 'PotsdamDataset'
+# mmseg's PotsdamDataset, whose errors name the file (mmparax.datasets)
+dataset_type = 'mmparax.PotsdamDataset'
 data_root = 'data/potsdam'
 crop_size = (512, 512)
 
@@ -53,8 +54,10 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        pipeline=test_pipeline))
+        pipeline=test_pipeline,
+        test_mode=True))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+# mmseg's IoUMetric, warning about labels it cannot score
+val_evaluator = dict(type='mmparax.IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -46,7 +46,7 @@ default_hooks = dict(
     # every 8k iterations; the last two are kept, plus the best by mIoU
     # (best_mIoU_iter_N.pth)
     checkpoint=dict(
-        type='CheckpointHook',
+        type='mmparax.CheckpointHook',
         by_epoch=False,
         interval=8000,
         max_keep_ckpts=2,

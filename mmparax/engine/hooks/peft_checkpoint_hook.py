@@ -20,7 +20,9 @@ class PEFTCheckpointHook(Hook):
     that backbone (see :mod:`mmparax.apis.peft_checkpoint`).
     ``tools/test.py`` evaluates either file, the small one over the config's
     pretrained checkpoint. A ``<name>_peft.pth`` whose ``<name>.pth`` is gone
-    (``max_keep_ckpts``) is removed with it.
+    (``max_keep_ckpts``) is removed with it. Files are written whole or not
+    at all; a run resumed from a checkpoint whose PEFT file a kill prevented
+    writes it, and never rewrites an existing one.
 
     Args:
         suffix (str): Added to the full checkpoint's name. Default: '_peft'.
@@ -44,8 +46,18 @@ class PEFTCheckpointHook(Hook):
         }
 
     def before_train(self, runner) -> None:
-        # a resumed run knows the checkpoints it came from: not ours to write
+        # a resumed run knows the checkpoints it came from: not ours to
+        # write, except the PEFT file of the one it resumed from (its
+        # weights are the model's now) if a kill came before it was written
         self._written = self._saved(runner)
+        last = self._written.get('last_ckpt')
+        if last and is_main_process() and osp.isfile(last) and \
+                not osp.exists(self._path(last)):
+            self._save(runner, last)
+
+    def _path(self, full: str) -> str:
+        stem, ext = osp.splitext(full)
+        return f'{stem}{self.suffix}{ext}'
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -66,8 +78,7 @@ class PEFTCheckpointHook(Hook):
                 self._save(runner, full)
 
     def _save(self, runner, full: str) -> None:
-        stem, ext = osp.splitext(full)
-        path = f'{stem}{self.suffix}{ext}'
+        path = self._path(full)
         written = save_peft_checkpoint(
             runner.model, path,
             meta=dict(

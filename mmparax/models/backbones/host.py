@@ -69,9 +69,12 @@ class PEFTHostMixin:
     called on its own runs the frozen block only.
 
     At the end of ``__init__`` it calls :meth:`init_peft`. With a method,
-    every parameter that existed before the method was attached is frozen,
-    except the new layers (:meth:`new_module_names`, e.g. per-output norms,
-    which ImageNet checkpoints lack); everything the method added trains.
+    every parameter that existed before the method was attached is frozen;
+    the new layers (:meth:`new_module_names`, e.g. per-output norms, which
+    ImageNet checkpoints lack) train if the method says so
+    (``PEFTMethod.trains_output_norms``: its official code's choice, or the
+    config's ``train_output_norms``), else keep their initial values;
+    everything the method added trains.
     Without one (``peft=None``) the backbone is fully trainable: the full
     fine-tuning baseline.
 
@@ -142,9 +145,15 @@ class PEFTHostMixin:
                 prefix=prefix)
         }
         self._pretrained_names = frozenset(before) - new
+        #: whether the new layers train (always without a method)
+        self.trains_output_norms = self.peft is None or \
+            self.peft.trains_output_norms(self)
+        self._frozen_new_names = frozenset() if self.trains_output_norms \
+            else frozenset(new)
         if self.peft is not None:
+            frozen = self._pretrained_names | self._frozen_new_names
             for name, param in self.named_parameters():
-                param.requires_grad = name not in self._pretrained_names
+                param.requires_grad = name not in frozen
 
     def add_site_module(self, stage: int, block: int, site: str,
                         module: nn.Module) -> None:
@@ -255,8 +264,16 @@ class PEFTHostMixin:
         ]
 
     def peft_trainable_names(self) -> List[str]:
+        """Parameters that train: the method's, and the new layers' unless
+        they stay frozen (:attr:`trains_output_norms`)."""
+        return [
+            name for name in self.new_parameter_names()
+            if name not in self._frozen_new_names
+        ]
+
+    def new_parameter_names(self) -> List[str]:
         """Parameters a checkpoint of the pretrained backbone lacks: the
-        method's and the new layers'."""
+        method's and the new layers' (trained or not)."""
         return [
             name for name, _ in self.named_parameters()
             if name not in self._pretrained_names

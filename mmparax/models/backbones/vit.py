@@ -109,9 +109,11 @@ class ViT(PEFTHostMixin, VisionTransformer):
 
     Sites: :func:`mixer_mlp_sites` of ``'attn'`` (``post_attn`` after the
     attention residual, ``post_mlp`` after the MLP residual, ...). Their
-    modules see the PATCH tokens only, [B, H*W, C] on the (H, W) patch grid:
-    the class token (and prompts) pass them unchanged; ``mlp_parallel``
-    adds its delta to the patch tokens. ``prompts``: a module there is
+    modules see the patch tokens, [B, H*W, C] on the (H, W) patch grid, and
+    the class token passes them unchanged (``mlp_parallel`` adds its delta
+    to the patch tokens), unless the method adapts the class token
+    (``PEFTMethod.adapts_class_token``, as its official ViT code): they then
+    see every token, [B, 1 + H*W, C]. ``prompts``: a module there is
     called before the block as ``module(x, start)`` and returns the tokens
     with its ``num_tokens`` prompts inserted before token ``start`` (after
     the class token); they take part in the block and are removed after it
@@ -261,8 +263,8 @@ class ViT(PEFTHostMixin, VisionTransformer):
     # -- forward -------------------------------------------------------------
     def patch_site(self, block, site: str, x: torch.Tensor, hw_shape,
                    skip: int) -> torch.Tensor:
-        """:meth:`site` on the patch tokens ``x[:, skip:]``; the first
-        ``skip`` tokens (class token, prompts) pass unchanged."""
+        """:meth:`site` on the tokens ``x[:, skip:]``; the first ``skip``
+        tokens (class token, prompts) pass unchanged."""
         if not self.has_site(block, site):
             return x
         patches = self.site(block, site, x[:, skip:], hw_shape)
@@ -276,6 +278,9 @@ class ViT(PEFTHostMixin, VisionTransformer):
         if prompts is not None:
             x = prompts(x, skip)
             skip += prompts.num_tokens
+        prompted = skip  # tokens before the patches
+        if self.peft is not None and self.peft.adapts_class_token:
+            skip = 0
         h = self.patch_site(block, 'pre_attn', x, hw_shape, skip)
         h = self.patch_site(block, 'attn_in', block.ln1(h), hw_shape, skip)
         h = block.attn(h)  # drop path inside
@@ -294,7 +299,7 @@ class ViT(PEFTHostMixin, VisionTransformer):
         out = self.patch_site(block, 'post_mlp', out, hw_shape, skip)
         if prompts is not None:
             out = torch.cat(
-                (out[:, :self.num_extra_tokens], out[:, skip:]), dim=1)
+                (out[:, :self.num_extra_tokens], out[:, prompted:]), dim=1)
         return out
 
     def forward(self, x):
