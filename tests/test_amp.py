@@ -2,7 +2,6 @@
 ``mmparax.CPUAmpOptimWrapper`` (float16 autocast, CPU ``GradScaler``), and
 ``--resume`` restores the loss scaler bit-exactly."""
 import math
-import os.path as osp
 import re
 
 import pytest
@@ -16,16 +15,11 @@ from mmengine.optim import build_optim_wrapper
 from mmparax.apis import runtime
 from mmparax.engine import CPUAmpOptimWrapper
 from mmparax.peft.parax import FP16_ON_CPU_ENV
-from mmparax.testing import (check_ok, make_ade20k, run_tool,
-                             swin_to_microsoft, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import check_ok, run_tool, short_demo_config
 from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, build_pair,
                                   float16_forward_backward, float16_method,
                                   perturb)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_CFG = osp.join(REPO, 'tests', 'configs',
-                    'tiny_parax_swin_upernet_ade20k.py')
 ENV = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 STAND_IN = 'CPUAmpOptimWrapper: no CUDA device, the CPU stand-in'
 
@@ -89,27 +83,18 @@ def test_cpu_amp_bad_arguments():
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('amp')
-    data_root = make_ade20k(
-        str(root / 'ade'), num_train=8, num_val=2, img_size=(64, 64),
-        num_classes=8, seed=0)
-    pretrained = write_checkpoint(
-        str(root / 'swin.pth'), swin_to_microsoft(tiny_swin_state_dict(0)))
-    return data_root, pretrained
+def config(tmp_path_factory):
+    """The demo recipe, 4 iterations, a checkpoint every 2."""
+    return short_demo_config(
+        str(tmp_path_factory.mktemp('amp')), total=4, interval=2,
+        num_train=8, num_val=2)
 
 
-def train(data, work_dir, *args):
-    data_root, pretrained = data
+def train(config, work_dir, *args):
     proc = run_tool(
-        'train.py', TINY_CFG, '--amp', '--work-dir', work_dir, *args,
-        '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
-        f'val_dataloader.dataset.data_root={data_root}',
-        f'test_dataloader.dataset.data_root={data_root}',
-        f'model.backbone.init_cfg.checkpoint={pretrained}',
-        'train_cfg.max_iters=4', 'train_cfg.val_interval=100',
+        'train.py', config, '--amp', '--work-dir', work_dir, *args,
         # the scale doubles every step: the state that must resume changes
-        'optim_wrapper.loss_scale.init_scale=1024.0',
+        '--cfg-options', 'optim_wrapper.loss_scale.init_scale=1024.0',
         'optim_wrapper.loss_scale.growth_interval=1',
         cwd=work_dir.parent, env=ENV, timeout=300)
     check_ok(proc)
@@ -123,9 +108,9 @@ def final(work_dir):
 
 
 @cpu_only
-def test_amp_training_resumes_bit_exactly(data, tmp_path):
+def test_amp_training_resumes_bit_exactly(config, tmp_path):
     straight = tmp_path / 'straight'
-    log = train(data, straight)
+    log = train(config, straight)
     assert log.count(STAND_IN) == 1
     losses = [float(v) for v in re.findall(r' loss: ([\d.]+)', log)]
     assert len(losses) == 4 and all(map(torch.isfinite, torch.tensor(losses)))
@@ -136,7 +121,8 @@ def test_amp_training_resumes_bit_exactly(data, tmp_path):
     resumed = tmp_path / 'resumed'
     resumed.mkdir()
     ckpt = straight / 'iter_2.pth'
-    log = train(data, resumed, '--resume', ckpt, '--trust-checkpoint', ckpt)
+    log = train(config, resumed, '--resume', ckpt, '--trust-checkpoint',
+                ckpt)
     assert 'resumed epoch: 0, iter: 2' in log
     state, scaler = final(resumed)
     reference, reference_scaler = final(straight)

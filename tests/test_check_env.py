@@ -1,14 +1,10 @@
 """``tools/check_env.py`` on the CPU: every check runs and passes."""
-import importlib.util
-import os.path as osp
 import re
 
 import torch
 
-from mmparax.testing import check_ok, run_tool
+from mmparax.testing import check_ok, load_tool, run_tool
 from mmparax.testing.peft import PAIRS
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def test_check_env_passes(tmp_path):
@@ -26,10 +22,7 @@ def test_check_env_passes(tmp_path):
 
 
 def test_a_failing_check_is_reported():
-    spec = importlib.util.spec_from_file_location(
-        'check_env', osp.join(REPO, 'tools', 'check_env.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool('check_env.py')
     rows = module.run_checks([('fine', lambda: 'ok'),
                               ('broken', lambda: 1 / 0)])
     assert [r[1] for r in rows] == ['pass', 'FAIL']

@@ -17,13 +17,9 @@ import traceback
 import torch
 
 from mmparax.peft.parax import FP16_ON_CPU_ENV
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import run_tool, short_demo_config
 from mmparax.testing.peft import PAIRS, float16_forward_backward
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(REPO, 'configs', 'demo',
-                    'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')
 # float16 outputs against the float32 model (relative L2)
 FP16_TOLERANCE = 2e-2
 
@@ -123,26 +119,12 @@ def check_amp_run(iters: int, device: str) -> str:
     """``tools/train.py --amp`` on the demo config (tiny ParaX Swin UperNet,
     synthetic data, random backbone) for ``iters`` iterations."""
     with tempfile.TemporaryDirectory() as tmp:
-        data_root = make_ade20k(
-            osp.join(tmp, 'ade'), num_train=8, num_val=2, img_size=(64, 64),
-            num_classes=8, seed=0)
-        ckpt = write_checkpoint(
-            osp.join(tmp, 'swin.pth'),
-            swin_to_microsoft(tiny_swin_state_dict(0)))
+        config = short_demo_config(tmp, total=iters, interval=iters,
+                                   num_train=8, num_val=2)
         env = {} if device == 'cuda' else dict(CUDA_VISIBLE_DEVICES='')
-        proc = run_tool(
-            'train.py', DEMO_CFG, '--amp', '--work-dir',
-            osp.join(tmp, 'work_dir'), '--cfg-options',
-            f'train_dataloader.dataset.data_root={data_root}',
-            f'val_dataloader.dataset.data_root={data_root}',
-            f'test_dataloader.dataset.data_root={data_root}',
-            f'model.backbone.init_cfg.checkpoint={ckpt}',
-            f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=100000',
-            f'default_hooks.checkpoint.interval={iters}',
-            'default_hooks.logger.interval=1',
-            'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
-            f'param_scheduler.1.end={iters}',
-            cwd=tmp, env=env, timeout=600)
+        proc = run_tool('train.py', config, '--amp', '--work-dir',
+                        osp.join(tmp, 'work_dir'), cwd=tmp, env=env,
+                        timeout=600)
         log = proc.stdout + proc.stderr
         if proc.returncode != 0:
             raise RuntimeError(f'exit {proc.returncode}:\n{log[-3000:]}')
