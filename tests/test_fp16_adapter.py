@@ -1,4 +1,5 @@
-"""``force_fp16``: float16 adapter maths on CUDA, a logged no-op elsewhere."""
+"""``force_fp16``: float16 adapter maths on CUDA (and on the CPU when asked),
+a logged no-op elsewhere."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +8,13 @@ import mmparax.peft.parax as parax_module
 from mmparax.models import Swin
 from mmparax.peft import ParaX
 from mmparax.testing import tiny_swin_kwargs
+
+
+@pytest.fixture(autouse=True)
+def fp16_on_cpu_unset(monkeypatch):
+    """The CPU is the no-op device unless a test asks otherwise."""
+    monkeypatch.delenv(parax_module.FP16_ON_CPU_ENV, raising=False)
+
 
 SETTINGS = [
     dict(),
@@ -148,19 +156,20 @@ def fp16_transcription(adapter, center, x, hw_shape):
     return x.to(dtype)
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason='needs CUDA (float16 adapter maths runs only on GPUs)')
 @pytest.mark.parametrize('kwargs', SETTINGS)
-def test_cuda_float16_maths(kwargs):
-    adapter, center = adapter_pair(True, device='cuda', **kwargs)
-    x = torch.randn(2, 64, 16, device='cuda')
+def test_float16_maths(kwargs, monkeypatch):
+    """On CUDA, or on the CPU with $MMPARAX_FORCE_FP16_ON_CPU=1 (the same
+    float16 ops): the reference's float16 adapter."""
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    monkeypatch.setenv(parax_module.FP16_ON_CPU_ENV, '1')
+    adapter, center = adapter_pair(True, device=device, **kwargs)
+    x = torch.randn(2, 64, 16, device=device)
     with torch.no_grad():
         out = adapter(x, (8, 8), center)
         expected = fp16_transcription(adapter, center, x, (8, 8))
         adapter.force_fp16 = False
         fp32 = adapter(x, (8, 8), center)
-        with torch.autocast('cuda', dtype=torch.float16):
+        with torch.autocast(device, dtype=torch.float16):
             out_autocast = adapter(x, (8, 8), center)
         adapter.force_fp16 = True
         out_half_in = adapter(x.half(), (8, 8), center)

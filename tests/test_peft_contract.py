@@ -13,59 +13,15 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.models import ConvNeXt, Swin, ViT, VMamba
+from mmparax.models import Swin
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
-from mmparax.testing import switch_off, tiny_convnext_kwargs, tiny_swin_kwargs
-from mmparax.testing.vit import tiny_vit_kwargs
+from mmparax.testing import switch_off
+from mmparax.testing.peft import (HOSTS, METHODS, ONLY_ON, PAIRS,
+                                  build_pair, perturb)
 
-HOSTS = {
-    'Swin': (Swin, tiny_swin_kwargs(depths=(2, 2, 3, 2)), (2, 3, 75, 90)),
-    'ConvNeXt': (ConvNeXt, tiny_convnext_kwargs(), (2, 3, 64, 48)),
-    'VMamba': (VMamba,
-               dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0),
-                    drop_path_rate=0.1), (2, 3, 64, 56)),
-    # featmap outputs of blocks 1 and 3: two block groups; a 5 x 7 patch grid
-    'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
-}
-# Every method at small widths (no dropout: the checkpointing test runs two
-# models one after the other), and the hosts it applies to.
-METHODS = {
-    'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
-    'LoRA': dict(type='LoRA', rank=4, alpha=8),
-    'VPT': dict(type='VPT', num_tokens=3),
-    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8, dropout=0.),
-    'RepAdapter': dict(type='RepAdapter', hidden_dim=8, dropout=0.),
-    'LoRand': dict(type='LoRand', hidden_dim=8, num_branches=2,
-                   branch_rank=2),
-    'SNELL': dict(type='SNELL', rank=4),
-    'CoLoRA': dict(type='CoLoRA', rank=4),
-    'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
-}
-ONLY_ON = {'VPT': ('Swin', 'ViT'), 'CoLoRA': ('ConvNeXt', )}
-PAIRS = [(m, h) for m in METHODS for h in HOSTS
-         if h in ONLY_ON.get(m, HOSTS)]
 # prompt tokens always take part in attention: no value makes VPT a no-op
 SWITCHABLE = [(m, h) for m, h in PAIRS if m != 'VPT']
-
-
-def build(host, peft=None, seed=0, **overrides):
-    cls, kwargs, _ = HOSTS[host]
-    torch.manual_seed(seed)
-    return cls(peft=peft, **dict(kwargs, **overrides))
-
-
-def perturb(model):
-    """Random values for every trainable parameter (B of LoRA included).
-
-    Every stage has two blocks or more: with one expert (M = 1) the router's
-    softmax is constant and its gradient is exactly 0.
-    """
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
 
 
 def upstream(host, plain):
@@ -89,8 +45,8 @@ def upstream(host, plain):
 
 @pytest.mark.parametrize('method, host', SWITCHABLE)
 def test_switched_off_equals_the_plain_host(method, host):
-    plain = build(host).eval()
-    adapted = build(host, METHODS[method]).eval()
+    plain = build_pair(host).eval()
+    adapted = build_pair(host, METHODS[method]).eval()
     missing, unexpected = adapted.load_state_dict(
         plain.state_dict(), strict=False)
     assert not unexpected
@@ -124,7 +80,7 @@ OUTPUT_NORMS_TRAINED = {
 @pytest.mark.parametrize('host', ['Swin', 'VMamba'])
 @pytest.mark.parametrize('setting', [True, False])
 def test_train_output_norms_overrides_the_default(host, setting):
-    model = build(host, dict(METHODS['ParaX'], train_output_norms=setting))
+    model = build_pair(host, dict(METHODS['ParaX'], train_output_norms=setting))
     norms = [p for prefix in model.new_module_names()
              for p in model.get_submodule(prefix).parameters()]
     assert norms and all(p.requires_grad == setting for p in norms)
@@ -133,13 +89,13 @@ def test_train_output_norms_overrides_the_default(host, setting):
     state = 'trained' if setting else 'frozen at their initial values'
     assert f'{state} (set by train_output_norms)' in summary
     with pytest.raises(TypeError, match='train_output_norms must be True'):
-        build(host, dict(METHODS['ParaX'], train_output_norms=1))
+        build_pair(host, dict(METHODS['ParaX'], train_output_norms=1))
 
 
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_exactly_the_method_trains(method, host):
-    plain_names = set(dict(build(host).named_parameters()))
-    model = build(host, METHODS[method])
+    plain_names = set(dict(build_pair(host).named_parameters()))
+    model = build_pair(host, METHODS[method])
     named = dict(model.named_parameters())
     new_layers = {
         n for prefix in model.new_module_names() for n in named
@@ -169,7 +125,7 @@ def test_exactly_the_method_trains(method, host):
     assert {n for n, p in model.named_parameters()
             if p.requires_grad} == trainable
     # full fine-tuning: everything trains, nothing is a method's
-    full = build(host)
+    full = build_pair(host)
     assert all(p.requires_grad for p in full.parameters())
     assert set(full.peft_components()) == {
         full.new_layers_group, 'pretrained'
@@ -179,7 +135,7 @@ def test_exactly_the_method_trains(method, host):
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_gradients_reach_every_trainable_parameter(method, host):
     # no drop path: a dropped branch gives its modules an exact zero gradient
-    model = build(host, METHODS[method], drop_path_rate=0.0)
+    model = build_pair(host, METHODS[method], drop_path_rate=0.0)
     perturb(model)
     x = torch.randn(*HOSTS[host][2])
     sum(o.square().mean() for o in model(x)).backward()
@@ -192,8 +148,8 @@ def test_gradients_reach_every_trainable_parameter(method, host):
 
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_checkpointed_blocks_give_the_same_gradients(method, host):
-    model = build(host, METHODS[method], drop_path_rate=0.0)
-    cp_model = build(host, METHODS[method], drop_path_rate=0.0, with_cp=True)
+    model = build_pair(host, METHODS[method], drop_path_rate=0.0)
+    cp_model = build_pair(host, METHODS[method], drop_path_rate=0.0, with_cp=True)
     perturb(model)
     cp_model.load_state_dict(model.state_dict())
     x = torch.randn(*HOSTS[host][2])
@@ -224,7 +180,7 @@ def test_builds_in_both_scopes(method, host, scope):
 # -- merging -------------------------------------------------------------
 @pytest.mark.parametrize('host', list(HOSTS))
 def test_lora_merges_into_the_frozen_weights(host):
-    model = build(host, METHODS['LoRA']).eval()
+    model = build_pair(host, METHODS['LoRA']).eval()
     perturb(model)
     x = torch.randn(*HOSTS[host][2])
     with torch.no_grad():
@@ -243,19 +199,19 @@ def test_lora_merges_into_the_frozen_weights(host):
 def test_lora_placements_and_count():
     """q and v of attention on Swin (4rC per block), the pointwise linears
     on ConvNeXt, the SS2D projections on VMamba."""
-    swin = build('Swin', dict(type='LoRA', rank=4))
+    swin = build_pair('Swin', dict(type='LoRA', rank=4))
     qkv = swin.stages[0].blocks[0].attn.w_msa.qkv
     assert set(qkv._modules) == {'lora_q', 'lora_v'}
     assert (qkv.lora_q.start, qkv.lora_v.start) == (0, 2 * 16)
     blocks = sum(HOSTS['Swin'][1]['depths'][i] * 16 * 2**i for i in range(4))
     lora = sum(p.numel() for n, p in swin.named_parameters() if '.lora' in n)
     assert lora == 4 * 4 * blocks  # 4 r C per block
-    convnext = build('ConvNeXt', dict(type='LoRA', rank=4))
+    convnext = build_pair('ConvNeXt', dict(type='LoRA', rank=4))
     block = convnext.stages[1][0]
     assert isinstance(block.pointwise_conv1.lora, LoRAUpdate)
     assert isinstance(block.pointwise_conv2.lora, LoRAUpdate)
     assert not block.depthwise_conv._modules
-    vmamba = build('VMamba', dict(type='LoRA', rank=4))
+    vmamba = build_pair('VMamba', dict(type='LoRA', rank=4))
     op = vmamba.layers[0].blocks[0].op
     assert hasattr(op.in_proj, 'lora') and hasattr(op.out_proj, 'lora')
     assert not hasattr(vmamba.layers[0].blocks[0].mlp.fc1, 'lora')
@@ -276,7 +232,7 @@ def test_lora_matches_the_formula():
 # -- what a host offers --------------------------------------------------
 def test_a_missing_site_names_method_host_and_offer():
     with pytest.raises(ValueError) as info:
-        build('ConvNeXt', dict(type='ParaX', rank=8, sites=['post_attn']))
+        build_pair('ConvNeXt', dict(type='ParaX', rank=8, sites=['post_attn']))
     message = str(info.value)
     assert 'ParaX' in message and 'ConvNeXt' in message
     assert "'post_block'" in message
@@ -284,7 +240,7 @@ def test_a_missing_site_names_method_host_and_offer():
 
 def test_an_unknown_layer_alias_names_method_host_and_offer():
     with pytest.raises(ValueError) as info:
-        build('ConvNeXt', dict(type='LoRA', targets=['qkv:qv']))
+        build_pair('ConvNeXt', dict(type='LoRA', targets=['qkv:qv']))
     message = str(info.value)
     assert 'LoRA' in message and 'ConvNeXt' in message and "'fc1'" in message
 
@@ -293,7 +249,7 @@ def test_an_alias_matching_nothing_raises(monkeypatch):
     monkeypatch.setattr(
         Swin, 'layer_aliases', dict(Swin.layer_aliases, qkv='stages.*.nope'))
     with pytest.raises(ValueError, match="alias 'qkv' of Swin.*matches no"):
-        build('Swin', dict(type='LoRA'))
+        build_pair('Swin', dict(type='LoRA'))
 
 
 @pytest.mark.parametrize('peft, match', [
@@ -306,15 +262,15 @@ def test_an_alias_matching_nothing_raises(monkeypatch):
 ])
 def test_bad_method_configs_fail_at_build(peft, match):
     with pytest.raises((ValueError, TypeError, KeyError), match=match):
-        build('ConvNeXt', peft)
+        build_pair('ConvNeXt', peft)
 
 
 @pytest.mark.parametrize('host, value', [('Swin', 0), ('ConvNeXt', 1),
                                          ('VMamba', 0)])
 def test_frozen_stages_refused_with_a_method_on_every_host(host, value):
     with pytest.raises(ValueError, match='frozen_stages'):
-        build(host, METHODS['ParaX'], frozen_stages=value)
-    build(host, frozen_stages=value)  # full fine-tuning: upstream's meaning
+        build_pair(host, METHODS['ParaX'], frozen_stages=value)
+    build_pair(host, frozen_stages=value)  # full fine-tuning: upstream's meaning
 
 
 # -- a new method is one small class -------------------------------------
@@ -352,7 +308,7 @@ def _tokens(x):
 def test_residual_sites_receive_the_residual_stream(host):
     """What the module at each residual site receives, computed from the
     frozen block's own layers (pins where the adapters sit)."""
-    model = build(host, dict(type='ProbeMethod', sites=['residual'])).eval()
+    model = build_pair(host, dict(type='ProbeMethod', sites=['residual'])).eval()
     _, blocks = model.peft_stages()[1]
     block = blocks[0]
     seen_input = {}
@@ -393,7 +349,7 @@ def test_branch_and_parallel_sites(host, mixer):
     keeps the stream); mlp_parallel reads the stream before norm2 and adds
     to the MLP's output."""
     sites = [f'pre_{mixer}', 'pre_mlp', 'mlp_parallel']
-    model = build(host, dict(type='ProbeMethod', sites=sites)).eval()
+    model = build_pair(host, dict(type='ProbeMethod', sites=sites)).eval()
     block = model.peft_stages()[1][1][0]
     for probe in block.children():
         if isinstance(probe, Probe) and probe.parallel:
@@ -427,7 +383,7 @@ def test_branch_and_parallel_sites(host, mixer):
                                           for h in HOSTS if h not in hosts])
 def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
     with pytest.raises(ValueError) as info:
-        build(host, METHODS[method])
+        build_pair(host, METHODS[method])
     assert method in str(info.value) and host in str(info.value)
 
 
@@ -435,7 +391,7 @@ def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
 def test_normalised_input_sites(host, mixer):
     """<mixer>_in / mlp_in read the output of norm1 / norm2 and feed the
     mixer / the MLP; the residuals keep the stream."""
-    model = build(host, dict(type='ProbeMethod',
+    model = build_pair(host, dict(type='ProbeMethod',
                              sites=[f'{mixer}_in', 'mlp_in'])).eval()
     block = model.peft_stages()[1][1][0]
     torch.manual_seed(0)
@@ -464,7 +420,7 @@ def test_convnext_branch_and_parallel_sites():
     """pre_dwconv changes what the branch reads (the shortcut keeps the
     stream); block_parallel reads the block input and adds to its output;
     the rest of the block is mmpretrain's."""
-    model = build('ConvNeXt',
+    model = build_pair('ConvNeXt',
                   dict(type='ProbeMethod',
                        sites=['pre_dwconv', 'block_parallel'])).eval()
     block = model.peft_stages()[1][1][0]
@@ -484,7 +440,7 @@ def test_convnext_branch_and_parallel_sites():
 def test_branch_output_sites(host, mixer):
     """<mixer>_out / mlp_out take the output of the mixer / MLP branch
     (drop path applied) before its residual add."""
-    model = build(host, dict(type='ProbeMethod',
+    model = build_pair(host, dict(type='ProbeMethod',
                              sites=[f'{mixer}_out', 'mlp_out'])).eval()
     block = model.peft_stages()[1][1][0]
     torch.manual_seed(0)

@@ -26,7 +26,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='fp16 mixed precision (AmpOptimWrapper; needs CUDA)')
+        help='fp16 mixed precision (AmpOptimWrapper; without CUDA its CPU '
+        'stand-in, mmparax.CPUAmpOptimWrapper)')
     add_run_arguments(parser)
     return parse_run_args(parser, argv)
 

@@ -77,7 +77,8 @@ val_dataloader = dict(
         data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# plain AdamW in fp32 (no AMP on the CPU); frozen parameters left out
+# plain AdamW in fp32 (fast on the CPU; --amp trains in float16 there too,
+# slowly); frozen parameters left out
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

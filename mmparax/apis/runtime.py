@@ -6,8 +6,8 @@ the config's ``default_scope`` selects the registries. What this module adds:
 
 - the default ``work_dir`` (``./work_dirs/<config name>``) and trusted
   checkpoint loading (:mod:`mmparax.apis.trusted_loading`);
-- ``--amp`` and checks that fp16 (``AmpOptimWrapper``) is not asked of a
-  machine without CUDA;
+- ``--amp``, and fp16 (``AmpOptimWrapper``) on a machine without CUDA
+  through its CPU stand-in, :class:`~mmparax.engine.CPUAmpOptimWrapper`;
 - distributed runs on CPU-only machines: the gloo backend instead of NCCL,
   SyncBN turned into BN, DDP without ``device_ids``. Nothing changes when
   CUDA is available.
@@ -27,6 +27,7 @@ from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
+from mmparax.engine.optimizers import CPUAmpOptimWrapper
 from .runner import PARTIAL_FLAG, runner_class
 from .trusted_loading import (TRUST_ENV, register_trusted_loader,
                               trust_checkpoints)
@@ -36,6 +37,7 @@ SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
 # arguments AmpOptimWrapper takes and OptimWrapper does not
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 CPU_FP32_OVERRIDE = '--cfg-options optim_wrapper.type=OptimWrapper'
+CPU_AMP_TYPE = 'mmparax.CPUAmpOptimWrapper'
 
 
 def load_config(config: str,
@@ -146,12 +148,8 @@ def is_amp(optim_wrapper: Optional[dict]) -> bool:
 
 def enable_amp(cfg: Config) -> None:
     """``--amp``: switch a plain ``OptimWrapper`` to fp16 with dynamic
-    loss scale. Raises on a machine without CUDA."""
-    if on_cpu():
-        raise RuntimeError(
-            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses to '
-            'run on the CPU, and this machine has no CUDA device. Run '
-            'without --amp to train in fp32.')
+    loss scale (on the CPU, :func:`check_optim_wrapper` then swaps in the
+    CPU stand-in)."""
     optim_wrapper = cfg.get('optim_wrapper')
     if is_amp(optim_wrapper):
         print_log(
@@ -168,25 +166,32 @@ def enable_amp(cfg: Config) -> None:
 
 
 def check_optim_wrapper(cfg: Config, config_name: str = 'the config') -> None:
-    """Refuse fp16 training without CUDA; tidy an fp32 override.
+    """Run fp16 on the CPU with the stand-in; tidy an fp32 override.
 
-    A config whose ``optim_wrapper`` is ``AmpOptimWrapper`` (fp16) cannot
-    train on the CPU: raise and name the override that trains in fp32. When
-    the type was overridden to ``OptimWrapper``, drop the AMP-only keys
+    Without CUDA, a config whose ``optim_wrapper`` is mmengine's
+    ``AmpOptimWrapper`` (which refuses the CPU) gets
+    ``mmparax.CPUAmpOptimWrapper``: float16 autocast and loss scaling on the
+    CPU; other AMP wrappers raise, naming the override that trains in fp32.
+    When the type was overridden to ``OptimWrapper``, drop the AMP-only keys
     (``loss_scale``, ...) the config still holds, with a logged warning.
     """
     optim_wrapper = cfg.get('optim_wrapper')
     if not isinstance(optim_wrapper, dict):
         return
     if is_amp(optim_wrapper):
-        if on_cpu():
+        if not on_cpu():
+            return
+        cls = _optim_wrapper_class(optim_wrapper.get('type'))
+        if cls is AmpOptimWrapper:
+            optim_wrapper.type = CPU_AMP_TYPE
+        elif cls is None or not issubclass(cls, CPUAmpOptimWrapper):
             raise RuntimeError(
-                f'{config_name} trains in fp16 mixed precision '
-                f'(optim_wrapper.type={optim_wrapper.get("type")!r}), which '
-                'needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses the '
-                'CPU and this machine has no CUDA device. To train in fp32 '
-                f'on the CPU, add {CPU_FP32_OVERRIDE} (results then differ '
-                'from the fp16 recipe).')
+                f'{config_name} trains in fp16 mixed precision with '
+                f'optim_wrapper.type={optim_wrapper.get("type")!r}, which '
+                'needs a CUDA GPU; this machine has none. Use '
+                f"optim_wrapper.type='AmpOptimWrapper' (run on the CPU by "
+                f'{CPU_AMP_TYPE}), or add {CPU_FP32_OVERRIDE} to train in '
+                'fp32.')
         return
     if optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
         dropped = [k for k in AMP_ONLY_KEYS if k in optim_wrapper]

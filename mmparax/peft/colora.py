@@ -50,8 +50,10 @@ even r with H = 4C.
 Differences from the official code: the rank is given per block or per
 stage (the official r = C // 16; the configs' ranks fit the ParaX paper's
 # P); the official detection script also trains every bias and LayerNorm of
-the backbone, here only the CoLoRA modules train; the filter runs in the
-ambient precision (the official forces fp16 autocast on CUDA) and pads
+the backbone, here only the CoLoRA modules train; without autocast the
+filter runs in float32 (the official forces fp16 autocast on CUDA even
+then; under mixed precision both run it under float16 autocast and the
+pointwise layers, updates included, in float32) and pads
 maps of 5 pixels or fewer by periodic reflection (``F.pad``'s reflect mode,
 the official padding, refuses them).
 
@@ -150,8 +152,15 @@ class CoLoRAConv(LowRankInit, PEFTModule):
         """x [B, C, H, W] -> the branch's output [B, C, H, W]."""
         u = F.conv2d(x, self.A)
         if self.filter_scale is not None:
-            u = u + self.filter_scale * bilateral_filter(u, self.window)
+            u = u + self.filter_scale * self._filter(u)
         return F.conv2d(u, self.B, padding=1, groups=self.rank)
+
+    def _filter(self, u):
+        # as the official code under mixed precision: float16 autocast
+        if torch.is_autocast_enabled(u.device.type):
+            with torch.autocast(u.device.type, dtype=torch.float16):
+                return bilateral_filter(u, self.window)
+        return bilateral_filter(u, self.window)
 
     def hook(self, layer: nn.Module, args, output: torch.Tensor):
         """Forward hook of the depthwise conv: adds the branch."""
@@ -267,10 +276,16 @@ class CoLoRAPointwise(PEFTModule):
         return delta
 
     def _apply_delta(self, k, x, output):
-        # as the official code: the update in fp32, outside autocast
+        # as the official code: the update in fp32, outside autocast; under
+        # autocast the whole layer too (the frozen product computed in
+        # float16 by the layer is replaced)
+        mixed = torch.is_autocast_enabled(x.device.type)
         with torch.autocast(x.device.type, enabled=False):
             delta = self.delta1() if k == 1 else self.delta2()
             self._pending[k - 1] = delta.detach()
+            if mixed:
+                layer = self._layers[k - 1]
+                return F.linear(x.float(), layer.weight + delta, layer.bias)
             update = F.linear(x.to(delta.dtype), delta)
         return output + update.to(output.dtype)
 

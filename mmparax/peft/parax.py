@@ -14,6 +14,7 @@ and applies ``x + LS * (W_2 GELU(... cascade of K_k ... W_1 x))`` to the
 residual stream (see :meth:`ParaXAdapter.forward` for the exact order).
 """
 import math
+import os
 import weakref
 from typing import Optional, Sequence, Tuple, Union
 
@@ -25,6 +26,18 @@ from mmengine.logging import print_log
 
 from mmparax.registry import PEFT_METHODS
 from .base import PEFTMethod, PEFTModule
+
+
+# set to 1 to run force_fp16 adapters in float16 on the CPU too (tests,
+# tools/check_env.py); torch computes the same float16 ops there
+FP16_ON_CPU_ENV = 'MMPARAX_FORCE_FP16_ON_CPU'
+
+
+def fp16_adapter_device(device: torch.device) -> bool:
+    """Whether ``force_fp16`` computes in float16 on ``device``: CUDA, or
+    the CPU when ``$MMPARAX_FORCE_FP16_ON_CPU`` is ``1``."""
+    return device.type == 'cuda' or (
+        device.type == 'cpu' and os.environ.get(FP16_ON_CPU_ENV) == '1')
 
 
 def _trunc_normal(slot):
@@ -296,7 +309,8 @@ class ParaXAdapter(PEFTModule):
             residual maths (scales, biases, the final add) runs in float16;
             the result is cast back to the input's dtype. Parameters stay
             float32 (names and counts unchanged). On other devices it does
-            nothing. Default: False (the residual maths stays in the
+            nothing, except on the CPU with ``$MMPARAX_FORCE_FP16_ON_CPU=1``
+            (the CUDA path, for tests). Default: False (the residual maths stays in the
             input's dtype, float32 under autocast).
         with_cp (bool): Recompute the adapter's activations in the backward
             pass (activation checkpointing) instead of keeping them: only
@@ -490,9 +504,9 @@ class ParaXAdapter(PEFTModule):
         return self._dispatch(x, hw_shape, center)
 
     def _dispatch(self, x, hw_shape, center):
-        if self.force_fp16 and x.device.type == 'cuda':
+        if self.force_fp16 and fp16_adapter_device(x.device):
             dtype = x.dtype
-            with torch.autocast('cuda', dtype=torch.float16):
+            with torch.autocast(x.device.type, dtype=torch.float16):
                 out = self._forward(x.half(), hw_shape, center, fp16=True)
             return out.to(dtype)
         return self._forward(x, hw_shape, center)
@@ -783,7 +797,7 @@ class ParaX(PEFTMethod):
                     host.add_site_module(i, j, site, adapter)
 
     def site_forward(self, host, module, x, hw_shape):
-        if module.force_fp16 and x.device.type != 'cuda' \
+        if module.force_fp16 and not fp16_adapter_device(x.device) \
                 and host not in _FP16_NOTED:
             _FP16_NOTED.add(host)
             print_log(

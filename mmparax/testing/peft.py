@@ -1,8 +1,49 @@
-"""Helpers for tests of PEFT methods on host backbones."""
+"""Helpers for tests of PEFT methods on host backbones: the table of tiny
+hosts and small method settings every (method, host) check runs on."""
 import torch
 import torch.nn as nn
 
+from mmparax.models import ConvNeXt, Swin, ViT, VMamba
 from mmparax.peft import PEFTModule
+from .checkpoints import tiny_swin_kwargs
+from .convnext import tiny_convnext_kwargs
+from .vit import tiny_vit_kwargs
+
+# name: (class, tiny kwargs, input shape [B, 3, H, W])
+HOSTS = {
+    'Swin': (Swin, tiny_swin_kwargs(depths=(2, 2, 3, 2)), (2, 3, 75, 90)),
+    'ConvNeXt': (ConvNeXt, tiny_convnext_kwargs(), (2, 3, 64, 48)),
+    'VMamba': (VMamba,
+               dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0),
+                    drop_path_rate=0.1), (2, 3, 64, 56)),
+    # featmap outputs of blocks 1 and 3: two block groups; a 5 x 7 patch grid
+    'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
+}
+# Every method at small widths (no dropout: checks that run two models one
+# after the other compare them), and the hosts it applies to.
+METHODS = {
+    'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
+    'LoRA': dict(type='LoRA', rank=4, alpha=8),
+    'VPT': dict(type='VPT', num_tokens=3),
+    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8, dropout=0.),
+    'RepAdapter': dict(type='RepAdapter', hidden_dim=8, dropout=0.),
+    'LoRand': dict(type='LoRand', hidden_dim=8, num_branches=2,
+                   branch_rank=2),
+    'SNELL': dict(type='SNELL', rank=4),
+    'CoLoRA': dict(type='CoLoRA', rank=4),
+    'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
+}
+ONLY_ON = {'VPT': ('Swin', 'ViT'), 'CoLoRA': ('ConvNeXt', )}
+PAIRS = [(m, h) for m in METHODS for h in HOSTS
+         if h in ONLY_ON.get(m, HOSTS)]
+
+
+def build_pair(host: str, peft=None, seed: int = 0, **overrides) -> nn.Module:
+    """The tiny ``host`` of :data:`HOSTS` with ``peft`` (a method config or
+    None), initialised from ``seed``; ``overrides`` replace host kwargs."""
+    cls, kwargs, _ = HOSTS[host]
+    torch.manual_seed(seed)
+    return cls(peft=peft, **dict(kwargs, **overrides))
 
 
 @torch.no_grad()
@@ -14,3 +55,65 @@ def switch_off(model: nn.Module) -> nn.Module:
         if isinstance(module, PEFTModule):
             module.switch_off()
     return model
+
+
+@torch.no_grad()
+def perturb(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Add random values (std 0.05) to every trainable parameter, in place,
+    so that zero-initialised ones (LoRA's B, ...) act.
+
+    Every stage of the :data:`HOSTS` has two blocks or more: with one expert
+    (M = 1) ParaX's router softmax is constant and its gradient exactly 0.
+    """
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def float16_method(method: str) -> dict:
+    """:data:`METHODS` settings of ``method``; ParaX with the recipes'
+    float16 adapters (``force_fp16``; on the CPU only with
+    ``$MMPARAX_FORCE_FP16_ON_CPU=1``)."""
+    peft = dict(METHODS[method])
+    if method == 'ParaX':
+        peft['force_fp16'] = True
+    return peft
+
+
+def float16_forward_backward(method: str, host: str,
+                             device: str = 'cpu') -> float:
+    """Forward and backward of the (method, host) pair under float16
+    autocast on ``device``; raise ``AssertionError`` on a non-finite output
+    or gradient, a trainable parameter without a float32 gradient or a
+    frozen one with a gradient.
+
+    Returns:
+        float: the largest relative error (L2) of an output against the same
+        model in float32 (two twins: CoLoRA's updates depend on the last
+        forward).
+    """
+    model, twin = (perturb(
+        build_pair(host, float16_method(method),
+                   drop_path_rate=0.0)).to(device) for _ in range(2))
+    torch.manual_seed(0)
+    x = torch.randn(*HOSTS[host][2], device=device)
+    with torch.no_grad():
+        fp32 = twin(x)
+    with torch.autocast(device.split(':')[0], dtype=torch.float16):
+        outs = model(x)
+    errors = []
+    for i, (out, ref) in enumerate(zip(outs, fp32)):
+        assert out.dtype in (torch.float16, torch.float32), (i, out.dtype)
+        assert torch.isfinite(out).all(), f'output {i} is not finite'
+        errors.append(((out.float() - ref).norm() / ref.norm()).item())
+    sum(o.float().square().mean() for o in outs).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f'{name}: no gradient'
+            assert p.grad.dtype == torch.float32, f'{name}: {p.grad.dtype}'
+            assert torch.isfinite(p.grad).all(), f'{name}: not finite'
+        else:
+            assert p.grad is None, f'{name}: frozen, has a gradient'
+    return max(errors)

@@ -1,3 +1,4 @@
+from .cpu_amp_optim_wrapper import CPUAmpOptimWrapper
 from .peft_constructor import PEFTOptimWrapperConstructor
 
-__all__ = ['PEFTOptimWrapperConstructor']
+__all__ = ['CPUAmpOptimWrapper', 'PEFTOptimWrapperConstructor']
