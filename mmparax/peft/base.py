@@ -8,12 +8,15 @@ method puts its :class:`PEFTModule` instances where the host says it may:
 * block sites of the residual stream (``host.block_sites``): the host calls
   the module there as ``module(tokens [B, H*W, C], (H, W)) -> [B, H*W, C]``;
 * frozen layers by alias (``host.layer_aliases``): the method attaches an
-  update as a child of the frozen layer, which keeps its name;
+  update (:class:`LayerUpdate`) as a child of the frozen layer, which keeps
+  its name;
 * shared state (ParaX's expert centers): registered on the host under a name
   the method chooses.
 
 The host then freezes every parameter it had before :meth:`attach` and
-trains everything the method added.
+trains everything the method added. ``method.merge(host)`` folds the method
+into the frozen weights, ``unmerge(host)`` undoes it exactly and
+``unload(host)`` removes the method, leaving the plain host.
 """
 import math
 from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
@@ -277,9 +280,12 @@ class PEFTMethod:
     """Base of the registered PEFT methods.
 
     Subclasses implement :meth:`attach` and may override :meth:`site_forward`
-    (how the module at a block site is called) and :meth:`merge`. Methods
-    on frozen linear layers set :attr:`targets` and :attr:`default_targets`
-    and attach through :meth:`linear_targets`.
+    (how the module at a block site is called). Methods on frozen linear
+    layers set :attr:`targets` and :attr:`default_targets` and attach
+    through :meth:`linear_targets`. :meth:`merge`, :meth:`unmerge` and
+    :meth:`unload` work on :class:`LayerUpdate` modules as they are;
+    methods that fold otherwise (RepAdapter) override the first two and
+    :meth:`is_merged`.
 
     Args:
         sites (Sequence[str], optional): Block sites to fill. None: the
