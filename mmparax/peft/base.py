@@ -514,9 +514,15 @@ class PEFTMethod:
             for child in module.modules():
                 if isinstance(child, LayerUpdate):
                     child.detach()
-            parent, _, attr = name.rpartition('.')
-            delattr(host.get_submodule(parent), attr)
-            removed.append(name)
+            while True:  # with containers it leaves empty (ParaX's centers)
+                parent, _, attr = name.rpartition('.')
+                delattr(host.get_submodule(parent), attr)
+                removed.append(name)
+                container = host.get_submodule(parent)
+                if not parent or len(container._modules) or not isinstance(
+                        container, (nn.ModuleList, nn.ModuleDict)):
+                    break
+                name = parent
         host.peft = None
 
     def __repr__(self):
