@@ -223,8 +223,8 @@ def test_colora_precision_under_autocast():
             u, conv.B, padding=1, groups=conv.rank)
         h = block.norm(h.permute(0, 2, 3, 1), data_format='channel_last')
         with torch.autocast('cpu', enabled=False):
-            h = F.linear(h.float(), fc1.weight + pair.delta1(), fc1.bias)
-            h = F.linear(F.gelu(h), fc2.weight + pair.delta2(), fc2.bias)
+            h = F.linear(h.float(), fc1.weight + pair.delta1(fc2), fc1.bias)
+            h = F.linear(F.gelu(h), fc2.weight + pair.delta2(fc1), fc2.bias)
             expected = x + (block.gamma * h).permute(0, 3, 1, 2)
         assert u.dtype == torch.float16
     assert out.dtype == torch.float32

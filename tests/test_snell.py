@@ -94,7 +94,7 @@ def test_quantile_by_kthvalue_equals_torch_quantile(n, dtype, monkeypatch):
 def test_sparsification_keeps_the_largest_magnitudes_per_slice():
     torch.manual_seed(0)
     update = SNELLUpdate(16, 8, 6, starts=(0, 8, 16), sparsity=0.6)
-    dense, sparse = update.kernel_matrix(), update.merged()
+    dense, sparse = update.kernel_matrix(), update.merged_weight()
     n = 16 * 8
     for d, s in zip(dense, sparse):
         zero = s == 0
@@ -103,18 +103,18 @@ def test_sparsification_keeps_the_largest_magnitudes_per_slice():
         assert d[zero].abs().max() < d[~zero].abs().min()
         torch.testing.assert_close(s[~zero], (d * d.abs())[~zero])
     # no state and no schedule: the mask follows the current parameters
-    again = update.merged()
+    again = update.merged_weight()
     assert torch.equal(again, sparse)
     with torch.no_grad():
         update.A.mul_(-1.5).add_(0.01)
-    changed = update.merged()
+    changed = update.merged_weight()
     assert not torch.equal(changed != 0, sparse != 0)
     fresh = SNELLUpdate(16, 8, 6, starts=(0, 8, 16), sparsity=0.6)
     fresh.load_state_dict(update.state_dict())
-    assert torch.equal(fresh.merged(), changed)
+    assert torch.equal(fresh.merged_weight(), changed)
     # sparsity 0: the plain kernel update (the official KLoRA path)
     update.sparsity = 0.
-    assert torch.equal(update.merged(), update.kernel_matrix())
+    assert torch.equal(update.merged_weight(), update.kernel_matrix())
 
 
 def test_initialisation_and_odd_rank_split():

@@ -1,5 +1,6 @@
 from .adaptformer import AdaptFormer, AdaptFormerAdapter
-from .base import LinearUpdate, PEFTMethod, PEFTModule, build_peft_method
+from .base import (LayerUpdate, LinearUpdate, PEFTMethod, PEFTModule,
+                   build_peft_method)
 from .colora import CoLoRA, CoLoRAConv, CoLoRAPointwise
 from .lora import LoRA, LoRAUpdate
 from .lorand import LoRand, LoRandAdapter
@@ -10,10 +11,11 @@ from .snell import SNELL, SNELLUpdate
 from .vpt import VPT, PrependedPrompts, Prompts, WindowPrompts
 
 __all__ = [
-    'PEFTMethod', 'PEFTModule', 'LinearUpdate', 'build_peft_method',
-    'ExpertCenter', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv', 'VPT',
-    'Prompts', 'WindowPrompts', 'PrependedPrompts', 'LoRA', 'LoRAUpdate',
-    'AdaptFormer', 'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule',
-    'LoRand', 'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
+    'PEFTMethod', 'PEFTModule', 'LayerUpdate', 'LinearUpdate',
+    'build_peft_method', 'ExpertCenter', 'ParaX', 'ParaXAdapter',
+    'dynamic_depthwise_conv', 'VPT', 'Prompts', 'WindowPrompts',
+    'PrependedPrompts', 'LoRA', 'LoRAUpdate', 'AdaptFormer',
+    'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule', 'LoRand',
+    'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
     'CoLoRAPointwise', 'Mona', 'MonaAdapter'
 ]

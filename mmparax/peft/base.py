@@ -8,12 +8,15 @@ method puts its :class:`PEFTModule` instances where the host says it may:
 * block sites of the residual stream (``host.block_sites``): the host calls
   the module there as ``module(tokens [B, H*W, C], (H, W)) -> [B, H*W, C]``;
 * frozen layers by alias (``host.layer_aliases``): the method attaches an
-  update as a child of the frozen layer, which keeps its name;
+  update (:class:`LayerUpdate`) as a child of the frozen layer, which keeps
+  its name;
 * shared state (ParaX's expert centers): registered on the host under a name
   the method chooses.
 
 The host then freezes every parameter it had before :meth:`attach` and
-trains everything the method added.
+trains everything the method added. ``method.merge(host)`` folds the method
+into the frozen weights, ``unmerge(host)`` undoes it exactly and
+``unload(host)`` removes the method, leaving the plain host.
 """
 import math
 from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
@@ -134,57 +137,155 @@ class LowRankInit:
         self.B.zero_()
 
 
-class LinearUpdate(PEFTModule):
-    """Base of an update of a frozen linear layer: the layer's child, added
-    to its output by a forward hook until :meth:`merge_into` folds it into
-    the weight. Subclasses implement :meth:`delta` and :meth:`merge_into`.
+class LayerUpdate(PEFTModule):
+    """Base of an update of frozen layers: a child of the layer it updates
+    (which keeps its name), acting through hooks it registers with
+    :meth:`add_hook` and keeps (:meth:`detach` removes them).
+
+    :attr:`merged` says whether the update is folded into the frozen
+    weights (:meth:`merge_into`, undone by :meth:`unmerge_from`); while
+    merged its hooks are removed. Updates that cannot be folded keep
+    :attr:`mergeable` False.
     """
+
+    mergeable = False
+
+    def __init__(self):
+        super().__init__()
+        self.merged = False
+        self._handles = []
+
+    def add_hook(self, module: nn.Module, hook: Callable,
+                 pre: bool = False) -> None:
+        """Register ``hook`` as a forward (``pre``: forward pre) hook of
+        ``module`` and keep its handle."""
+        register = module.register_forward_pre_hook if pre \
+            else module.register_forward_hook
+        self._handles.append(register(hook))
+
+    def hook_into(self, layer: nn.Module, name: str) -> None:
+        """Become the child ``name`` of ``layer`` and run :meth:`hook` after
+        it."""
+        layer.add_module(name, self)
+        self.add_hook(layer, self.hook)
+
+    def hook(self, layer: nn.Module, args, output: torch.Tensor):
+        """Forward hook of the frozen layer: the updated output."""
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """Remove every hook the update registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def merge_into(self, layer: nn.Module) -> None:
+        """Fold the update into ``layer``'s weights and :meth:`detach`."""
+        raise NotImplementedError(
+            f'{type(self).__name__} cannot be folded into the frozen '
+            'weights')
+
+    def unmerge_from(self, layer: nn.Module) -> None:
+        """Restore ``layer``'s weights and hook it again."""
+        raise NotImplementedError
+
+
+class LinearUpdate(LayerUpdate):
+    """Base of an update of a frozen linear layer on one or more equal
+    slices of its outputs (the thirds of a fused qkv layer), added to its
+    output by a forward hook until :meth:`merge_into` folds it into the
+    weight. Subclasses implement :meth:`project` and :meth:`weight_slices`.
+
+    Args:
+        out_features (int): Outputs of each slice.
+        starts (Sequence[int]): First output of each slice. Default: (0,).
+    """
+
+    mergeable = True
+
+    def __init__(self, out_features: int, starts: Sequence[int] = (0, )):
+        super().__init__()
+        self.out_features, self.starts = out_features, tuple(sorted(starts))
+        self.channels_first = False
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., in] -> [..., P, out]: the update of each slice."""
+        raise NotImplementedError
+
+    def weight_slices(self) -> torch.Tensor:
+        """[P, out, in]: the update of each slice's rows of the weight."""
+        raise NotImplementedError
 
     def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
         """[..., in] (channels last) -> [..., total]: the update, zero
-        outside the outputs it covers."""
-        raise NotImplementedError
+        outside its slices."""
+        y = self.project(x)  # [..., P, out]
+        pieces, cursor = [], 0
+        for i, start in enumerate(self.starts):
+            if start > cursor:
+                pieces.append(y.new_zeros(*y.shape[:-2], start - cursor))
+            pieces.append(y[..., i, :])
+            cursor = start + self.out_features
+        if cursor < total:
+            pieces.append(y.new_zeros(*y.shape[:-2], total - cursor))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
 
-    def hook_into(self, layer: nn.Module, name: str) -> None:
+    def hook_into(self, layer: nn.Module, name: str,
+                  channels_first: bool = False) -> None:
         """Become the child ``name`` of ``layer`` and add the update to its
-        output."""
-        layer.add_module(name, self)
-        layer.register_forward_hook(self.hook)
+        output; ``channels_first``: the layer maps [B, C, H, W] maps (see
+        ``PEFTMethod.linear_targets``)."""
+        self.channels_first = channels_first
+        super().hook_into(layer, name)
 
     def hook(self, layer: nn.Module, args, output: torch.Tensor):
         """Forward hook of the frozen layer: adds the update."""
         x = args[0]
-        if getattr(layer, 'channels_first', False):  # [B, C, H, W] maps
+        if self.channels_first:
             d = self.delta(x.permute(0, 2, 3, 1), output.shape[1])
             return output + d.permute(0, 3, 1, 2)
         return output + self.delta(x, output.shape[-1])
 
-    def unhook(self, layer: nn.Module) -> None:
-        """Stop adding the update to the output of ``layer``."""
-        for key, hook in list(layer._forward_hooks.items()):
-            if getattr(hook, '__self__', None) is self:
-                del layer._forward_hooks[key]
-
+    @torch.no_grad()
     def merge_into(self, layer: nn.Module) -> None:
-        """Add the update to ``layer.weight`` and :meth:`unhook`."""
-        raise NotImplementedError
+        """Add the update to the rows of ``layer.weight`` it covers (their
+        values before are kept, for :meth:`unmerge_from`) and
+        :meth:`detach`."""
+        if self.merged:
+            raise ValueError(f'{type(self).__name__} is merged already')
+        weight, kept = layer.weight, []
+        for rows, start in zip(self.weight_slices(), self.starts):
+            part = weight[start:start + self.out_features]
+            kept.append(part.clone())
+            part += rows.to(weight.dtype)
+        self.register_buffer('unmerged_rows', torch.stack(kept),
+                             persistent=False)
+        self.detach()
+        self.merged = True
 
-    @classmethod
-    def merge_all(cls, host: nn.Module) -> None:
-        """Fold every ``cls`` module of ``host`` into its frozen layer (its
-        parent)."""
-        for name, module in list(host.named_modules()):
-            if isinstance(module, cls):
-                module.merge_into(host.get_submodule(name.rpartition('.')[0]))
+    @torch.no_grad()
+    def unmerge_from(self, layer: nn.Module) -> None:
+        """Put back the rows of ``layer.weight`` as they were before
+        :meth:`merge_into` (bit for bit) and hook ``layer`` again."""
+        if not self.merged:
+            raise ValueError(f'{type(self).__name__} is not merged')
+        for rows, start in zip(self.unmerged_rows, self.starts):
+            layer.weight[start:start + self.out_features] = rows
+        del self.unmerged_rows
+        self.add_hook(layer, self.hook)
+        self.merged = False
 
 
 class PEFTMethod:
     """Base of the registered PEFT methods.
 
     Subclasses implement :meth:`attach` and may override :meth:`site_forward`
-    (how the module at a block site is called) and :meth:`merge`. Methods
-    on frozen linear layers set :attr:`targets` and :attr:`default_targets`
-    and attach through :meth:`linear_targets`.
+    (how the module at a block site is called). Methods on frozen linear
+    layers set :attr:`targets` and :attr:`default_targets` and attach
+    through :meth:`linear_targets`. :meth:`merge`, :meth:`unmerge` and
+    :meth:`unload` work on :class:`LayerUpdate` modules as they are;
+    methods that fold otherwise (RepAdapter) override the first two and
+    :meth:`is_merged`.
 
     Args:
         sites (Sequence[str], optional): Block sites to fill. None: the
@@ -283,12 +384,14 @@ class PEFTMethod:
             f'(layer aliases {tuple(host.layer_aliases)}); give targets')
 
     def linear_targets(self, host) -> Iterator[Tuple]:
-        """``(name, layer, alias, parts)`` of every frozen layer that
-        :meth:`resolve_targets` names.
+        """``(name, layer, alias, parts, channels_first)`` of every frozen
+        layer that :meth:`resolve_targets` names.
 
         A target is a layer alias, or ``'alias:parts'`` on a fused qkv
         layer: ``'qkv:qv'`` names its q and v thirds, and ``parts`` is then
-        ``[(part, first output, outputs)]`` (else None). Raises naming the
+        ``[(part, first output, outputs)]`` (else None). ``channels_first``:
+        the host declares the alias's layers as maps of [B, C, H, W] maps
+        (``host.channels_first_layers``). Raises naming the
         method, the target and the layer when a layer is not linear (a 2-D
         weight) or the parts are not distinct thirds.
         """
@@ -310,7 +413,8 @@ class PEFTMethod:
                             'outputs')
                     width = outputs // 3
                     parts = [(p, FUSED_PARTS[p] * width, width) for p in spec]
-                yield name, layer, alias, parts
+                yield (name, layer, alias, parts,
+                       alias in host.channels_first_layers)
 
     def trains_output_norms(self, host) -> bool:
         """Whether ``host``'s new output layers train: the config's
@@ -348,13 +452,82 @@ class PEFTMethod:
         """Run the module at a block site: tokens [B, H*W, C] -> same."""
         return module(x, hw_shape)
 
+    # -- merge, unmerge, unload ---------------------------------------------
+    @staticmethod
+    def layer_updates(host) -> List[Tuple[nn.Module, LayerUpdate]]:
+        """``(frozen layer, update)`` of every :class:`LayerUpdate` of
+        ``host`` (the layer is the update's parent)."""
+        return [(host.get_submodule(name.rpartition('.')[0]), module)
+                for name, module in host.named_modules()
+                if isinstance(module, LayerUpdate)]
+
+    def is_merged(self, host) -> bool:
+        """Whether the method is folded into ``host``'s frozen weights."""
+        return any(update.merged for _, update in self.layer_updates(host))
+
     def merge(self, host) -> None:
-        """Fold the method into the frozen weights, where it can."""
-        raise NotImplementedError(
-            f'{self.name} cannot be merged into the frozen weights')
+        """Fold the method into ``host``'s frozen weights and switch it off:
+        the host computes what it computed (in eval mode), without the
+        method's run-time cost. The default folds every
+        :class:`LayerUpdate`; raises, changing nothing, when the method is
+        merged already or has a module that cannot be folded."""
+        if self.is_merged(host):
+            raise ValueError(
+                f'{self.name} is merged into {type(host).__name__} already; '
+                'call unmerge(host) before merging again')
+        updates = self.layer_updates(host)
+        for name, module in host.named_modules():
+            if isinstance(module, PEFTModule) and not getattr(
+                    module, 'mergeable', False):
+                raise NotImplementedError(
+                    f'{self.name} cannot be merged into the frozen weights '
+                    f'of {type(host).__name__}: {name} '
+                    f'({type(module).__name__}) cannot be folded')
+        if not updates:
+            raise ValueError(f'{self.name}: {type(host).__name__} holds no '
+                             f'{self.name} module to merge')
+        for layer, update in updates:
+            update.merge_into(layer)
+
+    def unmerge(self, host) -> None:
+        """Undo :meth:`merge`: the frozen weights as they were, bit for bit,
+        and the method switched on again; raises unless merged."""
+        if not self.is_merged(host):
+            raise ValueError(
+                f'{self.name} is not merged into {type(host).__name__}')
+        for layer, update in self.layer_updates(host):
+            if update.merged:
+                update.unmerge_from(layer)
+
+    def unload(self, host) -> None:
+        """Remove the method from ``host`` (unmerging it first if merged):
+        every module and hook it added goes and ``host.peft`` becomes None.
+        The host then has the plain host's state-dict keys and outputs; its
+        parameters keep their ``requires_grad``."""
+        if self.is_merged(host):
+            self.unmerge(host)
+        removed = []
+        for name, module in list(host.named_modules()):
+            if not isinstance(module, PEFTModule) or name.startswith(
+                    tuple(r + '.' for r in removed)):
+                continue
+            for child in module.modules():
+                if isinstance(child, LayerUpdate):
+                    child.detach()
+            while True:  # with containers it leaves empty (ParaX's centers)
+                parent, _, attr = name.rpartition('.')
+                delattr(host.get_submodule(parent), attr)
+                removed.append(name)
+                container = host.get_submodule(parent)
+                if not parent or len(container._modules) or not isinstance(
+                        container, (nn.ModuleList, nn.ModuleDict)):
+                    break
+                name = parent
+        host.peft = None
 
     def __repr__(self):
-        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items()
+                         if not k.startswith('_'))
         return f'{self.name}({args})'
 
 

@@ -63,6 +63,7 @@ https://github.com/VISION-SJTU/CoLoRA
 the COCO code only).
 """
 import math
+from functools import partial
 from typing import Sequence, Union
 
 import torch
@@ -70,7 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-from .base import (LowRankInit, PEFTMethod, PEFTModule, check_fraction,
+from .base import (LayerUpdate, LowRankInit, PEFTMethod, check_fraction,
                    check_positive, is_positive_int)
 
 
@@ -119,7 +120,7 @@ def bilateral_filter(u: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return num / (den + 1e-5)
 
 
-class CoLoRAConv(LowRankInit, PEFTModule):
+class CoLoRAConv(LowRankInit, LayerUpdate):
     """The low-rank conv branch beside a depthwise conv: ``B_c * (u + λ
     F(u))``, ``u = A_c x``.
 
@@ -167,14 +168,16 @@ class CoLoRAConv(LowRankInit, PEFTModule):
         return output + self(args[0])
 
 
-class CoLoRAPointwise(PEFTModule):
+class CoLoRAPointwise(LayerUpdate):
     """The correlated updates ``ΔW_1``, ``ΔW_2`` of a pair of pointwise
     linears ``fc2(act(fc1(x)))`` (channels last).
 
-    It hooks both layers and keeps, without saving them, the updates of the
-    last forward (``W̄_k = W_k + ΔW_k`` of that forward); a forward pre-hook
-    on the host makes them current at the start of every host forward, so a
-    block recomputed for activation checkpointing sees the same ``W̄``.
+    It hooks both layers (each hook is given the other layer, whose weight
+    the update reads) and keeps, in non-persistent buffers, the updates of
+    the last forward (``W̄_k = W_k + ΔW_k`` of that forward); a forward
+    pre-hook on the host makes them current at the start of every host
+    forward, so a block recomputed for activation checkpointing sees the
+    same ``W̄``.
 
     Args:
         channels (int): C, the inputs of fc1 and outputs of fc2.
@@ -204,8 +207,7 @@ class CoLoRAPointwise(PEFTModule):
         self.B2 = nn.Parameter(torch.empty(channels, ri))
         for i in (1, 2):
             self.register_buffer(f'last_delta{i}', None, persistent=False)
-        self._layers = []  # [fc1, fc2], not submodules: the host owns them
-        self._pending = [None, None]
+            self.register_buffer(f'pending_delta{i}', None, persistent=False)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -226,24 +228,28 @@ class CoLoRAPointwise(PEFTModule):
     def forget(self):
         """Start again from the pretrained weights (``W̄_k = W_k``)."""
         self.last_delta1 = self.last_delta2 = None
-        self._pending = [None, None]
+        self.pending_delta1 = self.pending_delta2 = None
 
-    def bind(self, fc1: nn.Module, fc2: nn.Module):
-        """Hook the two layers."""
-        self._layers[:] = [fc1, fc2]
-        fc1.register_forward_hook(self.hook1)
-        fc2.register_forward_hook(self.hook2)
+    def bind(self, fc1: nn.Module, fc2: nn.Module, host=None):
+        """Hook the two layers (and ``host``, to :meth:`advance` at each of
+        its forwards)."""
+        self.add_hook(fc1, partial(self._hook, 1, fc2))
+        self.add_hook(fc2, partial(self._hook, 2, fc1))
+        if host is not None:
+            self.add_hook(host, self.advance, pre=True)
 
     def advance(self, host, args):
         """Forward pre-hook of the host: the updates of the last forward
         become ``W̄``."""
-        for i, delta in enumerate(self._pending, 1):
+        for i in (1, 2):
+            delta = getattr(self, f'pending_delta{i}')
             if delta is not None:
                 setattr(self, f'last_delta{i}', delta)
-        self._pending = [None, None]
+            setattr(self, f'pending_delta{i}', None)
 
-    def _weight_bar(self, k: int) -> torch.Tensor:
-        weight = self._layers[k - 1].weight.detach()
+    def _weight_bar(self, k: int, layer: nn.Module) -> torch.Tensor:
+        """W̄_k of ``layer`` (fc_k)."""
+        weight = layer.weight.detach()
         last = getattr(self, f'last_delta{k}')
         return weight if last is None else weight + last
 
@@ -251,49 +257,44 @@ class CoLoRAPointwise(PEFTModule):
         scale = math.sqrt(self.own_rank) * (A.std() + B.std())
         return (B @ A) / scale
 
-    def delta1(self) -> torch.Tensor:
-        """ΔW_1 [H, C] (fp32)."""
+    def delta1(self, fc2: nn.Module) -> torch.Tensor:
+        """ΔW_1 [H, C] (fp32), correlated through ``fc2``'s W̄_2."""
         delta = 0
         if self.shared_rank:
             kappa = (self.shared_rank * self.channels)**0.25
-            left = self._weight_bar(2).t() @ self.shared_B  # [H, r_s]
+            left = self._weight_bar(2, fc2).t() @ self.shared_B  # [H, r_s]
             scale = kappa * (left.std() + self.shared_A.std())
             delta = left @ (self.shared_A / scale)
         if self.own_rank:
             delta = delta + self._own(self.B1, self.A1)
         return delta
 
-    def delta2(self) -> torch.Tensor:
-        """ΔW_2 [C, H] (fp32)."""
+    def delta2(self, fc1: nn.Module) -> torch.Tensor:
+        """ΔW_2 [C, H] (fp32), correlated through ``fc1``'s W̄_1."""
         delta = 0
         if self.shared_rank:
             kappa = (self.shared_rank * self.channels)**0.25
-            right = self.shared_A @ self._weight_bar(1).t()  # [r_s, H]
+            right = self.shared_A @ self._weight_bar(1, fc1).t()  # [r_s, H]
             scale = kappa * (right.std() + self.shared_B.std())
             delta = (self.shared_B / scale) @ right
         if self.own_rank:
             delta = delta + self._own(self.B2, self.A2)
         return delta
 
-    def _apply_delta(self, k, x, output):
+    def _hook(self, k, other, layer, args, output):
+        """Forward hook of fc_k (``layer``; ``other``: the other one)."""
         # as the official code: the update in fp32, outside autocast; under
         # autocast the whole layer too (the frozen product computed in
         # float16 by the layer is replaced)
+        x = args[0]
         mixed = torch.is_autocast_enabled(x.device.type)
         with torch.autocast(x.device.type, enabled=False):
-            delta = self.delta1() if k == 1 else self.delta2()
-            self._pending[k - 1] = delta.detach()
+            delta = self.delta1(other) if k == 1 else self.delta2(other)
+            setattr(self, f'pending_delta{k}', delta.detach())
             if mixed:
-                layer = self._layers[k - 1]
                 return F.linear(x.float(), layer.weight + delta, layer.bias)
             update = F.linear(x.to(delta.dtype), delta)
         return output + update.to(output.dtype)
-
-    def hook1(self, layer, args, output):
-        return self._apply_delta(1, args[0], output)
-
-    def hook2(self, layer, args, output):
-        return self._apply_delta(2, args[0], output)
 
 
 @PEFT_METHODS.register_module()
@@ -389,7 +390,7 @@ class CoLoRA(PEFTMethod):
                         and getattr(fc2, 'weight', torch.empty(0)).dim() == 2
                         and tuple(fc2.weight.shape) == tuple(
                             fc1.weight.shape[::-1])
-                        and not getattr(fc1, 'channels_first', False)):
+                        and 'fc1' not in host.channels_first_layers):
                     raise ValueError(
                         f'CoLoRA cannot adapt {name}: {dw_name} is not a '
                         f'depthwise conv of {channels} channels followed by '
@@ -426,10 +427,18 @@ class CoLoRA(PEFTMethod):
                 filter_size=self.filter_size,
                 filter_sigma=self.filter_sigma,
                 filter_scale=self.filter_scale if self.use_filter else None)
-            dw.add_module('colora', conv)
-            dw.register_forward_hook(conv.hook)
+            conv.hook_into(dw, 'colora')
             pair = CoLoRAPointwise(channels, fc1.weight.shape[0], rank,
                                    self.share_ratio)
             fc1.add_module('colora', pair)
-            pair.bind(fc1, fc2)
-            host.register_forward_pre_hook(pair.advance)
+            pair.bind(fc1, fc2, host)
+
+    def merge(self, host) -> None:
+        """Refused: the conv branch cannot be folded (its filter is not
+        linear, and its 3x3 conv mixes channels, which the depthwise conv
+        it runs beside cannot take in)."""
+        raise NotImplementedError(
+            f'CoLoRA cannot be merged into the frozen weights of '
+            f'{type(host).__name__}: the conv branch beside each depthwise '
+            'conv is not linear (its filter) and mixes channels, which a '
+            'depthwise conv cannot take in')

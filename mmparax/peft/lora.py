@@ -10,7 +10,8 @@ adapted model starts as the frozen one. An update may cover a slice of the
 outputs: on Swin's fused ``qkv`` layer, the ``q`` and ``v`` thirds get one
 update each. The frozen layer keeps its name and its weights; the update is
 its child (``...attn.w_msa.qkv.lora_q.A``) and adds its output through a
-forward hook, until :meth:`LoRA.merge` folds it into the weight.
+forward hook, until ``merge`` folds it into the weight (``unmerge`` takes it
+out again, ``unload`` removes it).
 """
 from typing import Optional, Sequence
 
@@ -48,25 +49,21 @@ class LoRAUpdate(LowRankInit, LinearUpdate):
                  alpha: float,
                  start: int = 0,
                  dropout: float = 0.):
-        super().__init__()
+        super().__init__(out_features, (start, ))
         self.rank, self.scale, self.start = rank, alpha / rank, start
         self.A = nn.Parameter(torch.empty(rank, in_features))
         self.B = nn.Parameter(torch.empty(out_features, rank))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.reset_parameters()
 
-    def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
-        """[..., in] -> [..., total]: the update, zero outside its slice."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., in] -> [..., 1, out]."""
         y = F.linear(F.linear(self.dropout(x), self.A), self.B) * self.scale
-        return F.pad(y, (self.start, total - self.start - y.shape[-1]))
+        return y.unsqueeze(-2)
 
-    @torch.no_grad()
-    def merge_into(self, layer: nn.Module) -> None:
-        """Add the update to ``layer.weight`` and stop adding it at run
-        time."""
-        stop = self.start + self.B.shape[0]
-        layer.weight[self.start:stop] += (self.B @ self.A) * self.scale
-        self.unhook(layer)
+    def weight_slices(self) -> torch.Tensor:
+        """[1, out, in]: ``alpha / rank * B A``."""
+        return ((self.B @ self.A) * self.scale).unsqueeze(0)
 
 
 @PEFT_METHODS.register_module()
@@ -102,15 +99,12 @@ class LoRA(PEFTMethod):
         self.targets = self.check_targets(targets)
 
     def attach(self, host) -> None:
-        for _, layer, _, parts in self.linear_targets(host):
+        for _, layer, _, parts, channels_first in self.linear_targets(host):
             out_features, in_features = layer.weight.shape
             slices = [('lora', 0, out_features)] if parts is None else [
                 (f'lora_{p}', start, width) for p, start, width in parts
             ]
             for child, start, width in slices:
                 LoRAUpdate(in_features, width, self.rank, self.alpha, start,
-                           self.dropout).hook_into(layer, child)
-
-    def merge(self, host) -> None:
-        """Fold every update into its frozen layer; outputs are unchanged."""
-        LoRAUpdate.merge_all(host)
+                           self.dropout).hook_into(layer, child,
+                                                   channels_first)

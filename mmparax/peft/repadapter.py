@@ -172,6 +172,10 @@ class RepAdapter(PEFTMethod):
         check_fraction(self.name, 'dropout', dropout)
         self.hidden_dim, self.groups = hidden_dim, groups
         self.scale, self.dropout = scale, dropout
+        #: what merge() changed, for unmerge(): (block name, attribute,
+        #: position in the block, adapter, layer name, its weight and bias
+        #: before; None: the bias was created)
+        self._folded = []
 
     def attach(self, host) -> None:
 
@@ -246,15 +250,51 @@ class RepAdapter(PEFTMethod):
         before merging and ``qkv(adapter(0))`` after, and the outputs differ
         unless the adapters' biases are zero. VMamba pads after ``in_proj``:
         exact at every size.
+
+        :meth:`unmerge` undoes it; the weights before are kept until then.
         """
         plan = self._merge_plan(host)
         if not plan:
+            merged = ' (it is merged: unmerge(host) first)' \
+                if self.is_merged(host) else ''
             raise ValueError(f'RepAdapter: {type(host).__name__} holds no '
-                             'RepAdapter module to merge')
+                             f'RepAdapter module to merge{merged}')
+        names = {id(m): n for n, m in host.named_modules()}
         created = []
         for block, attr, _, layer_name in plan:
             layer = host.get_submodule(layer_name)
-            if block._modules[attr].fold_into(layer):
+            bias = None if layer.bias is None else layer.bias.detach().clone()
+            adapter = block._modules[attr]
+            self._folded.append(
+                (names[id(block)], attr, list(block._modules).index(attr),
+                 adapter, layer_name, layer.weight.detach().clone(), bias))
+            if adapter.fold_into(layer):
                 created.append(layer_name + '.bias')
             del block._modules[attr]
         host.add_frozen_parameters(created)
+
+    def is_merged(self, host) -> bool:
+        return bool(self._folded)
+
+    @torch.no_grad()
+    def unmerge(self, host) -> None:
+        """Undo :meth:`merge`: the frozen layers' weights and biases as they
+        were (bit for bit; a created bias goes) and the adapters back at
+        their sites."""
+        if not self._folded:
+            raise ValueError(
+                f'RepAdapter is not merged into {type(host).__name__}')
+        for block_name, attr, index, adapter, layer_name, weight, bias in \
+                reversed(self._folded):
+            layer = host.get_submodule(layer_name)
+            layer.weight.copy_(weight)
+            if bias is None:
+                layer.register_parameter('bias', None)
+            else:
+                layer.bias.copy_(bias)
+            modules = host.get_submodule(block_name)._modules
+            items = list(modules.items())
+            items.insert(index, (attr, adapter))
+            modules.clear()
+            modules.update(items)
+        self._folded = []

@@ -120,9 +120,8 @@ class SNELLUpdate(LinearUpdate):
                  dropout: float = 0.,
                  drop_path: float = 0.,
                  with_cp: bool = True):
-        super().__init__()
-        self.starts = tuple(sorted(starts))
-        self.out_features, self.rank = out_features, rank
+        super().__init__(out_features, starts)
+        self.rank = rank
         self.split = (rank + 1) // 2
         self.sparsity, self.p, self.scale = sparsity, p, scale
         self.drop_path, self.with_cp = drop_path, with_cp
@@ -167,19 +166,18 @@ class SNELLUpdate(LinearUpdate):
                            torch.zeros_like(magnitude))
         return weight * kept
 
-    def merged(self) -> torch.Tensor:
+    def merged_weight(self) -> torch.Tensor:
         """[P, C_in, C_out]: the sparse update of each slice."""
         return self.sparsify(self.kernel_matrix())
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.merged()  # [P, in, out]
+        weight = self.merged_weight()  # [P, in, out]
         P, n_in, n_out = weight.shape
         y = x @ weight.transpose(0, 1).reshape(n_in, P * n_out)
         return y.unflatten(-1, (P, n_out))
 
-    def delta(self, x: torch.Tensor, total: int) -> torch.Tensor:
-        """[..., in] (channels last) -> [..., total]: the update, zero
-        outside its slices."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., in] (channels last) -> [..., P, out]."""
         x = self.dropout(x)
         if self.with_cp and torch.is_grad_enabled() and self.A.requires_grad:
             y = cp.checkpoint(self._project, x, use_reentrant=False)
@@ -190,25 +188,11 @@ class SNELLUpdate(LinearUpdate):
             shape = (y.shape[0], ) + (1, ) * (y.dim() - 3) + (y.shape[-2], 1)
             y = y * (keep + torch.rand(shape, dtype=y.dtype,
                                        device=y.device)).floor_().div_(keep)
-        pieces, cursor = [], 0
-        for i, start in enumerate(self.starts):
-            if start > cursor:
-                pieces.append(y.new_zeros(*y.shape[:-2], start - cursor))
-            pieces.append(y[..., i, :])
-            cursor = start + self.out_features
-        if cursor < total:
-            pieces.append(y.new_zeros(*y.shape[:-2], total - cursor))
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+        return y
 
-    @torch.no_grad()
-    def merge_into(self, layer: nn.Module) -> None:
-        """Add the (sparse) update to ``layer.weight`` and stop adding it at
-        run time."""
-        weight = self.merged()
-        for i, start in enumerate(self.starts):
-            stop = start + self.out_features
-            layer.weight[start:stop] += weight[i].t().to(layer.weight.dtype)
-        self.unhook(layer)
+    def weight_slices(self) -> torch.Tensor:
+        """[P, out, in]: the sparse update of each slice."""
+        return self.merged_weight().transpose(1, 2)
 
 
 @PEFT_METHODS.register_module()
@@ -267,7 +251,8 @@ class SNELL(PEFTMethod):
         self.targets = self.check_targets(targets)
 
     def attach(self, host) -> None:
-        for _, layer, alias, parts in self.linear_targets(host):
+        for _, layer, alias, parts, channels_first in self.linear_targets(
+                host):
             out_features, in_features = layer.weight.shape
             child, width, starts = 'snell', out_features, (0, )
             if parts is not None:  # one update of the thirds named
@@ -284,8 +269,4 @@ class SNELL(PEFTMethod):
                 dropout=0. if alias in NO_INPUT_DROPOUT else self.dropout,
                 drop_path=self.drop_path,
                 with_cp=self.with_cp)
-            update.hook_into(layer, child)
-
-    def merge(self, host) -> None:
-        """Fold every update into its frozen layer; outputs are unchanged."""
-        SNELLUpdate.merge_all(host)
+            update.hook_into(layer, child, channels_first)

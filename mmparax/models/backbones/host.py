@@ -59,6 +59,8 @@ class PEFTHostMixin:
       :attr:`residual_sites`);
     * :attr:`layer_aliases`: ``{alias: pattern}``, frozen layers a method may
       update, as ``fnmatch`` patterns over module names;
+      :attr:`channels_first_layers` names the aliases whose linear layers
+      map [B, C, H, W] maps (the rest: channels last);
     * :meth:`peft_stages`, :meth:`new_module_names` and the checkpoint
       hooks :meth:`convert_checkpoint`, :meth:`ignored_checkpoint_keys`,
       :meth:`adapt_checkpoint`;
@@ -86,6 +88,7 @@ class PEFTHostMixin:
 
     block_sites: Dict[str, str] = {}
     layer_aliases: Dict[str, str] = {}
+    channels_first_layers: Tuple[str, ...] = ()
     #: ``frozen_stages`` value that freezes nothing
     no_frozen_stages = -1
     #: group name of the layers of new_module_names() in the accounting

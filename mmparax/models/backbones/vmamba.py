@@ -86,8 +86,6 @@ class Linear2d(nn.Linear):
     channels-last.
     """
 
-    channels_first = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x.permute(0, 2, 3, 1), self.weight,
                         self.bias).permute(0, 3, 1, 2)
@@ -296,6 +294,8 @@ class VMamba(PEFTHostMixin, BaseModule):
         dwconv=_BLOCKS + 'op.conv2d',
         fc1=_BLOCKS + 'mlp.fc1',
         fc2=_BLOCKS + 'mlp.fc2')
+    # Linear2d layers: [B, C, H, W] maps
+    channels_first_layers = ('in_proj', 'out_proj', 'fc1', 'fc2')
 
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'],
