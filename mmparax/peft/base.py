@@ -299,10 +299,12 @@ class PEFTMethod:
         clauses = self.missing(host)
         if clauses:
             name = _class_name(host)
+            mixer = f' mixes tokens with {host.token_mixer},' \
+                if host.token_mixer else ''
             raise ValueError(
                 f'{self.name} cannot adapt {name}: {"; ".join(clauses)}. '
-                f'{name} mixes tokens with {host.token_mixer}, and offers '
-                f'block sites {tuple(host.block_sites)} (residual sites: '
+                f'{name}{mixer} offers block sites '
+                f'{tuple(host.block_sites)} (residual sites: '
                 f'{residual_sites(host.block_sites)}), layer aliases '
                 f'{tuple(host.layer_aliases)} and capabilities '
                 f'{tuple(host.capabilities)}')

@@ -212,8 +212,10 @@ class RepAdapter(PEFTMethod):
                             f'{found}')
                     why = self._not_linear(host.get_submodule(found[0]))
                     if why:
-                        raise ValueError(self._unmergeable(
-                            host, site, f'it feeds {found[0]} ({alias}), {why}'))
+                        raise ValueError(
+                            self._unmergeable(
+                                host, site,
+                                f'it feeds {found[0]} ({alias}), {why}'))
                     plan.append((block, attr, site, found[0]))
         return plan
 
@@ -234,9 +236,8 @@ class RepAdapter(PEFTMethod):
 
     def _unmergeable(self, host, site: str, why: str) -> str:
         mergeable = tuple(
-            s for s, alias in host.site_readers.items()
-            if not self._not_linear(next(iter(
-                host.named_layers(alias).values()), None)))
+            s for s, alias in host.site_readers.items() if not any(
+                map(self._not_linear, host.named_layers(alias).values())))
         return (f'RepAdapter cannot be merged exactly on '
                 f'{type(host).__name__}: the adapter at {site!r} cannot be '
                 f'folded, {why}. Mergeable sites of {type(host).__name__}: '

@@ -100,8 +100,8 @@ class PEFTHostMixin:
     #: what the host offers beyond sites and layers (named in
     #: ``mmparax.peft.HOST_CAPABILITIES``), for ``PEFTMethod.requires``
     capabilities: Tuple[str, ...] = ()
-    #: what the blocks mix tokens with, in the words of error messages
-    token_mixer = 'its token mixers'
+    #: what the blocks mix tokens with, for error messages
+    token_mixer = ''
     #: ``{site: alias}``: the frozen layer that reads the site's output and
     #: nothing else (what a linear module at the site can be folded into)
     site_readers: Dict[str, str] = {}
