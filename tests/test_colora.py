@@ -233,15 +233,17 @@ def test_recursion_follows_host_forwards_and_checkpointing():
 
 
 @pytest.mark.parametrize('host, cls, kwargs, why', [
-    ('Swin', Swin, tiny_swin_kwargs(), 'no layer'),
-    ('VMamba', VMamba, VMAMBA, 'does not hold a depthwise conv'),
+    ('Swin', Swin, tiny_swin_kwargs(), "layer aliases ['dwconv', 'fc1'"),
+    ('VMamba', VMamba, VMAMBA, "('in_proj', 'out_proj', 'dwconv'"),
 ])
 def test_other_hosts_are_refused(host, cls, kwargs, why):
     with pytest.raises(ValueError) as info:
         cls(peft=dict(type='CoLoRA', rank=4), **kwargs)
     message = str(info.value)
-    assert 'CoLoRA' in message and host in message and why in message
-    assert 'depthwise + pointwise' in message
+    assert message.startswith(f'CoLoRA cannot adapt {host}: ')
+    assert why in message
+    assert "capability 'depthwise_pointwise_blocks' (blocks of a depthwise " \
+        'conv followed by two channel-last pointwise linears' in message
 
 
 @pytest.mark.parametrize('peft, match', [

@@ -17,8 +17,8 @@ from mmparax.models import Swin
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off
-from mmparax.testing.peft import (HOSTS, METHODS, ONLY_ON, PAIRS,
-                                  build_pair, perturb)
+from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, UNFIT,
+                                  build_pair, hosts_of, perturb)
 
 # prompt tokens always take part in attention: no value makes VPT a no-op
 SWITCHABLE = [(m, h) for m, h in PAIRS if m != 'VPT']
@@ -378,13 +378,84 @@ def test_branch_and_parallel_sites(host, mixer):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('method, host', [(m, h)
-                                          for m, hosts in ONLY_ON.items()
-                                          for h in HOSTS if h not in hosts])
+@pytest.mark.parametrize('method, host', UNFIT)
 def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
     with pytest.raises(ValueError) as info:
         build_pair(host, METHODS[method])
-    assert method in str(info.value) and host in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f'{method} cannot adapt {host}: ')
+    offered = HOSTS[host][0].block_sites
+    assert str(tuple(offered)) in message  # what the host offers
+
+
+def test_the_pairs_follow_the_declarations():
+    """Prompt tokens need attention; CoLoRA needs ConvNeXt's blocks."""
+    assert hosts_of('VPT') == ['Swin', 'ViT']
+    assert hosts_of('CoLoRA') == ['ConvNeXt']
+    assert all(len(hosts_of(m)) == len(HOSTS) for m in METHODS
+               if m not in ('VPT', 'CoLoRA'))
+
+
+@PEFT_METHODS.register_module(force=True)
+class WindowProbe(ProbeMethod):
+    """:class:`ProbeMethod` on hosts with windowed attention only."""
+
+    requires = ('window_attention', )
+
+
+@pytest.mark.parametrize('host', list(HOSTS))
+def test_a_required_capability_is_checked_before_attaching(host):
+    peft = dict(type='WindowProbe', sites=['residual'])
+    if 'window_attention' in HOSTS[host][0].capabilities:
+        assert build_pair(host, peft).peft_trainable_names()
+        return
+    with pytest.raises(ValueError) as info:
+        build_pair(host, peft)
+    message = str(info.value)
+    assert message.startswith(
+        f'WindowProbe cannot adapt {host}: WindowProbe needs the capability '
+        "'window_attention' (self-attention within local windows")
+    assert f'capabilities {tuple(HOSTS[host][0].capabilities)}' in message
+
+
+class ExtraTokens(PEFTModule):
+    """Two learnt tokens for the attention; records how it is called."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.tokens = nn.Parameter(torch.randn(2, channels))
+
+    def forward(self, x, hw_shape):
+        self.seen = (x, hw_shape)
+        return self.tokens
+
+
+@PEFT_METHODS.register_module(force=True)
+class ExtraTokensMethod(PEFTMethod):
+    default_sites = ('attn_tokens', )
+
+    def attach(self, host):
+        self.add_site_modules(host, lambda channels, *_: ExtraTokens(channels))
+
+
+@pytest.mark.parametrize('host', ['Swin', 'ViT'])
+def test_attn_tokens_is_called_like_every_site_and_joins_the_attention(
+        host):
+    plain = build_pair(host).eval()
+    model = build_pair(host, dict(type='ExtraTokensMethod')).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    channels, blocks = model.peft_stages()[1]
+    x = torch.randn(2, 20 + plain.num_extra_tokens if host == 'ViT' else 20,
+                    channels)
+    with torch.no_grad():
+        out = model.forward_block(blocks[0], x, (4, 5))
+        expected = plain.forward_block(plain.peft_stages()[1][1][0], x,
+                                       (4, 5))
+    seen = model.block_sites['attn_tokens']
+    assert getattr(blocks[0], seen).seen[0] is x
+    assert getattr(blocks[0], seen).seen[1] == (4, 5)
+    assert out.shape == expected.shape
+    assert not torch.allclose(out, expected)
 
 
 @pytest.mark.parametrize('host, mixer', [('Swin', 'attn'), ('VMamba', 'ssm')])

@@ -12,7 +12,7 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from mmparax.models.backbones.vit import ViT, timm_to_mmpretrain
 from mmparax.peft import PEFTMethod, PEFTModule
-from mmparax.peft.vpt import PrependedPrompts
+from mmparax.peft.vpt import Prompts
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off, write_checkpoint
 from mmparax.testing.vit import (tiny_vit_kwargs, tiny_vit_state_dict,
@@ -422,7 +422,7 @@ def test_vpt_placement_count_initialisation_and_dropout():
                 **tiny_vit_kwargs())
     bound = math.sqrt(6. / (3 * 8 * 8 + 32))  # official: patch 8, C 32
     for block in model.layers:
-        assert isinstance(block.prompts, PrependedPrompts)
+        assert isinstance(block.prompts, Prompts)
         assert block.prompts.prompts.shape == (5, 32)
         assert block.prompts.prompts.abs().max() <= bound
         assert not any(isinstance(m, PEFTModule) for name, m in
@@ -436,11 +436,11 @@ def test_vpt_placement_count_initialisation_and_dropout():
     model.train()
     prompts = model.layers[0].prompts
     torch.manual_seed(0)
-    z = prompts(torch.zeros(2, 17, 32), 1)
-    assert not torch.equal(z[0, 1:6], z[1, 1:6])
+    z = prompts(torch.zeros(2, 17, 32), (4, 4))
+    assert not torch.equal(z[0], z[1])
     model.eval()
-    z = prompts(torch.zeros(2, 17, 32), 1)
-    assert torch.equal(z[0, 1:6], prompts.prompts)
+    z = prompts(torch.zeros(2, 17, 32), (4, 4))
+    assert torch.equal(z, prompts.prompts)
     assert model(x)[0].shape == (2, 32, 4, 4)
 
 

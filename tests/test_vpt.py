@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from mmparax.models import ConvNeXt, Swin, VMamba
-from mmparax.peft.vpt import VPT, WindowPrompts
+from mmparax.peft.vpt import VPT, Prompts
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 DEPTHS = (2, 2, 3, 2)
@@ -23,6 +23,12 @@ def swin(num_tokens=3, dtype=torch.float64, **overrides):
             if name.endswith('relative_position_bias_table'):
                 p.normal_(std=0.5)
     return model.to(dtype).eval()
+
+
+def branch(model, block, x, hw):
+    """The attention branch of ``block`` with its prompts, as the host runs
+    it: the prompts from the ``attn_tokens`` site, then the attention."""
+    return model.attention_branch(block, x, hw, block.attn_prompts(x, hw))
 
 
 def layer_norm(x, norm):
@@ -109,7 +115,7 @@ def test_window_prompts_match_the_formula(hw, shifted):
     x = torch.randn(2, hw[0] * hw[1], 32, dtype=torch.float64)
     module = block.attn_prompts
     with torch.no_grad():
-        got = module(block, x, hw)
+        got = branch(model, block, x, hw)
         prompts = layer_norm(module.prompts, block.norm1)
         expected = literal_attention(block, x, hw, prompts)
         assert not torch.allclose(got, block.attn(x, hw))  # prompts act
@@ -157,11 +163,11 @@ def test_dropouts_and_drop_path_where_mmseg_has_them():
             return t * self.factor
 
     module = block.attn_prompts
-    reference = module(block, torch.ones(1, 63, 16), (7, 9)).detach()
+    reference = branch(model, block, torch.ones(1, 63, 16), (7, 9)).detach()
     block.attn.w_msa.attn_drop = Record('attn')
     block.attn.drop = Record('out', 2.)
     module.dropout = Record('prompts')
-    out = module(block, torch.ones(1, 63, 16), (7, 9))
+    out = branch(model, block, torch.ones(1, 63, 16), (7, 9))
     assert seen['attn'].shape == (2, 1, 49, 3 + 49)  # 2 windows, 1 head
     torch.testing.assert_close(seen['attn'].sum(-1),
                                torch.ones(2, 1, 49))
@@ -171,7 +177,7 @@ def test_dropouts_and_drop_path_where_mmseg_has_them():
 
 
 def test_prompt_dropout_only_in_training():
-    module = WindowPrompts(5, 8, bound=0.5, dropout=0.5)
+    module = Prompts(5, 8, bound=0.5, dropout=0.5)
     module.train()
     assert not torch.equal(module.tokens(), module.prompts)
     module.eval()
@@ -186,12 +192,12 @@ def test_placement_count_and_initialisation():
         assert channels == width
         for block in blocks:
             module = block.attn_prompts
-            assert type(module) is WindowPrompts and module.bound == bound
+            assert type(module) is Prompts and module.bound == bound
             assert module.prompts.shape == (p, width)
             assert module.prompts.abs().max() <= bound
             assert module.prompts.std() > bound / 3  # uniform, not zeros
             others = [m for name, m in block.named_children()
-                      if isinstance(m, WindowPrompts) and name !=
+                      if isinstance(m, Prompts) and name !=
                       'attn_prompts']
             assert not others
     groups = model.peft_components()
@@ -212,12 +218,12 @@ def test_init_bound_can_be_given():
     model = Swin(peft=dict(type='VPT', num_tokens=2, init_bound=1e-3),
                  **tiny_swin_kwargs())
     values = torch.cat([m.prompts.flatten() for m in model.modules()
-                        if isinstance(m, WindowPrompts)])
+                        if isinstance(m, Prompts)])
     assert values.abs().max() <= 1e-3
 
 
 def test_switch_off_is_refused():
-    module = WindowPrompts(2, 8, bound=0.1)
+    module = Prompts(2, 8, bound=0.1)
     with pytest.raises(NotImplementedError, match='no exact no-op'):
         module.switch_off()
 
@@ -262,7 +268,7 @@ def test_works_with_fp16_autocast_shapes():
     block = model.stages[1].blocks[1]
     x = torch.randn(2, 99, 32)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        got = block.attn_prompts(block, x, (9, 11))
+        got = branch(model, block, x, (9, 11))
         expected = block.attn(x, (9, 11))
     assert got.shape == expected.shape and got.dtype == expected.dtype
 
@@ -292,20 +298,21 @@ def test_first_block_drops_prompts_per_sample():
 
     module.dropout = PerSample()
     x = torch.randn(2, 63, 16, dtype=torch.float64)
-    out = module(block, x, (7, 9))
+    out = branch(model, block, x, (7, 9))
     prompts = module.prompts.detach().clone()
     module.per_sample, module.dropout = False, nn.Identity()
     for b in range(2):
         with torch.no_grad():
             module.prompts.copy_(prompts * factors[b])
         torch.testing.assert_close(out[b:b + 1],
-                                   module(block, x[b:b + 1], (7, 9)))
+                                   branch(model, block, x[b:b + 1], (7, 9)))
     # one mask per batch elsewhere: identical samples stay identical
-    other = model.stages[0].blocks[1].attn_prompts.train()
-    same = other(model.stages[0].blocks[1], x[:1].expand(4, -1, -1), (7, 9))
+    model.stages[0].blocks[1].attn_prompts.train()
+    same = branch(model, model.stages[0].blocks[1],
+                  x[:1].expand(4, -1, -1), (7, 9))
     assert all(torch.equal(same[0], s) for s in same)
     module.per_sample = True
     module.dropout = nn.Dropout(0.5)
     torch.manual_seed(1)
-    first = module(block, x[:1].expand(4, -1, -1), (7, 9))
+    first = branch(model, block, x[:1].expand(4, -1, -1), (7, 9))
     assert not all(torch.equal(first[0], s) for s in first)

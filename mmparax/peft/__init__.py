@@ -1,6 +1,6 @@
 from .adaptformer import AdaptFormer, AdaptFormerAdapter
-from .base import (LayerUpdate, LinearUpdate, PEFTMethod, PEFTModule,
-                   build_peft_method)
+from .base import (HOST_CAPABILITIES, LayerUpdate, LinearUpdate, PEFTMethod,
+                   PEFTModule, build_peft_method)
 from .colora import CoLoRA, CoLoRAConv, CoLoRAPointwise
 from .lora import LoRA, LoRAUpdate
 from .lorand import LoRand, LoRandAdapter
@@ -8,14 +8,14 @@ from .mona import Mona, MonaAdapter
 from .parax import ExpertCenter, ParaX, ParaXAdapter, dynamic_depthwise_conv
 from .repadapter import RepAdapter, RepAdapterModule
 from .snell import SNELL, SNELLUpdate
-from .vpt import VPT, PrependedPrompts, Prompts, WindowPrompts
+from .vpt import VPT, Prompts
 
 __all__ = [
     'PEFTMethod', 'PEFTModule', 'LayerUpdate', 'LinearUpdate',
-    'build_peft_method', 'ExpertCenter', 'ParaX', 'ParaXAdapter',
-    'dynamic_depthwise_conv', 'VPT', 'Prompts', 'WindowPrompts',
-    'PrependedPrompts', 'LoRA', 'LoRAUpdate', 'AdaptFormer',
-    'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule', 'LoRand',
-    'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',
+    'build_peft_method', 'HOST_CAPABILITIES', 'ExpertCenter', 'ParaX',
+    'ParaXAdapter', 'dynamic_depthwise_conv', 'VPT', 'Prompts', 'LoRA',
+    'LoRAUpdate', 'AdaptFormer', 'AdaptFormerAdapter', 'RepAdapter',
+    'RepAdapterModule', 'LoRand', 'LoRandAdapter', 'SNELL', 'SNELLUpdate',
+    'CoLoRA', 'CoLoRAConv',
     'CoLoRAPointwise', 'Mona', 'MonaAdapter'
 ]

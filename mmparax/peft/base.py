@@ -13,6 +13,11 @@ method puts its :class:`PEFTModule` instances where the host says it may:
 * shared state (ParaX's expert centers): registered on the host under a name
   the method chooses.
 
+A method declares what it needs (:attr:`PEFTMethod.default_sites`,
+:attr:`PEFTMethod.default_targets`, :attr:`PEFTMethod.requires`: host
+capabilities from :data:`HOST_CAPABILITIES`); :meth:`PEFTMethod.check_host`
+compares that with what the host declares before anything is attached.
+
 The host then freezes every parameter it had before :meth:`attach` and
 trains everything the method added. ``method.merge(host)`` folds the method
 into the frozen weights, ``unmerge(host)`` undoes it exactly and
@@ -31,6 +36,24 @@ from mmparax.registry import PEFT_METHODS
 PARALLEL_SITES = ('mlp_parallel', 'block_parallel')
 #: the thirds of a fused qkv layer's outputs
 FUSED_PARTS = dict(q=0, k=1, v=2)
+#: what a host may offer beyond its sites and layers (its ``capabilities``)
+#: and a method may require (``PEFTMethod.requires``)
+HOST_CAPABILITIES = dict(
+    window_attention='self-attention within local windows; the tokens of '
+    'the attn_tokens site join every window',
+    depthwise_pointwise_blocks='blocks of a depthwise conv followed by two '
+    'channel-last pointwise linears, layer aliases dwconv, fc1 and fc2 of '
+    'one block')
+
+
+def residual_sites(block_sites) -> Tuple[str, ...]:
+    """The sites of ``block_sites`` right after a residual add
+    (``post_*``)."""
+    return tuple(s for s in block_sites if s.startswith('post_'))
+
+
+def _class_name(host) -> str:
+    return host.__name__ if isinstance(host, type) else type(host).__name__
 
 
 # -- argument checks --------------------------------------------------------
@@ -279,13 +302,14 @@ class LinearUpdate(LayerUpdate):
 class PEFTMethod:
     """Base of the registered PEFT methods.
 
-    Subclasses implement :meth:`attach` and may override :meth:`site_forward`
-    (how the module at a block site is called). Methods on frozen linear
-    layers set :attr:`targets` and :attr:`default_targets` and attach
-    through :meth:`linear_targets`. :meth:`merge`, :meth:`unmerge` and
-    :meth:`unload` work on :class:`LayerUpdate` modules as they are;
-    methods that fold otherwise (RepAdapter) override the first two and
-    :meth:`is_merged`.
+    Subclasses declare what they need of a host (:attr:`default_sites`,
+    :attr:`default_targets`, :attr:`requires`), implement :meth:`attach`
+    and may override :meth:`site_forward` (how the module at a block site is
+    called). Methods on frozen linear layers attach through
+    :meth:`linear_targets`. The host calls :meth:`check_host` before
+    :meth:`attach`. :meth:`merge`, :meth:`unmerge` and :meth:`unload` work
+    on :class:`LayerUpdate` modules as they are; methods that fold otherwise
+    (RepAdapter) override the first two and :meth:`is_merged`.
 
     Args:
         sites (Sequence[str], optional): Block sites to fill. None: the
@@ -307,6 +331,8 @@ class PEFTMethod:
     #: with the method, as its official dense-prediction code has it (see
     #: :meth:`trains_output_norms`); frozen, they keep their initial values
     output_norms_trained = False
+    #: host capabilities (:data:`HOST_CAPABILITIES`) the method needs
+    requires: Tuple[str, ...] = ()
     #: the ``train_output_norms`` setting of the config (None: the default)
     train_output_norms: Optional[bool] = None
     #: whether the block-site modules see a ViT's class token (and act on it
@@ -324,9 +350,7 @@ class PEFTMethod:
         return type(self).__name__
 
     # -- what a host offers -------------------------------------------------
-    def resolve_sites(self, host) -> List[str]:
-        """The block sites of ``host`` this method fills; raises naming the
-        method, the host and what it offers when one is missing."""
+    def _wanted_sites(self, host) -> List[str]:
         wanted = self.sites
         if wanted is None:
             wanted = self.default_sites
@@ -337,16 +361,63 @@ class PEFTMethod:
                               wanted[0])
         resolved = []
         for site in wanted:
-            resolved += list(host.residual_sites) if site == 'residual' \
-                else [site]
-        offered = tuple(host.block_sites)
-        missing = [s for s in resolved if s not in offered]
-        if missing or not resolved:
-            what = f'site(s) {missing}' if missing else 'any block site'
+            resolved += list(residual_sites(host.block_sites)) \
+                if site == 'residual' else [site]
+        return resolved
+
+    def missing(self, host) -> List[str]:
+        """What ``host`` (a host or its class) lacks of what the method
+        needs (sites, layer aliases, capabilities), one clause each; empty
+        when the method fits."""
+        name, clauses = _class_name(host), []
+        sites = [s for s in self._wanted_sites(host)
+                 if s not in host.block_sites]
+        if sites:
+            clauses.append(f'{self.name} needs site(s) {sites} that {name} '
+                           'does not offer')
+        aliases = host.layer_aliases
+        if self.targets is not None:
+            for alias in dict.fromkeys(t.split(':')[0] for t in self.targets):
+                if alias not in aliases:
+                    clauses.append(f'{self.name} targets layers {alias!r}, '
+                                   f'which {name} does not name')
+        elif self.default_targets and not any(
+                all(t.split(':')[0] in aliases for t in choice)
+                for choice in self.default_targets):
+            choices = ' or '.join(str(list(c)) for c in self.default_targets)
+            clauses.append(f'{self.name} needs the layer aliases {choices}')
+        for capability in self.requires:
+            if capability not in host.capabilities:
+                clauses.append(
+                    f'{self.name} needs the capability {capability!r} '
+                    f'({HOST_CAPABILITIES[capability]})')
+        return clauses
+
+    def check_host(self, host) -> None:
+        """Raise, naming the method, the host, what it lacks and what it
+        offers, unless the method fits ``host``."""
+        clauses = self.missing(host)
+        if clauses:
+            name = _class_name(host)
+            mixer = f' mixes tokens with {host.token_mixer},' \
+                if host.token_mixer else ''
             raise ValueError(
-                f'{self.name} needs {what} that {type(host).__name__} does '
-                f'not offer; it offers {offered} (residual sites: '
-                f'{tuple(host.residual_sites)})')
+                f'{self.name} cannot adapt {name}: {"; ".join(clauses)}. '
+                f'{name}{mixer} offers block sites '
+                f'{tuple(host.block_sites)} (residual sites: '
+                f'{residual_sites(host.block_sites)}), layer aliases '
+                f'{tuple(host.layer_aliases)} and capabilities '
+                f'{tuple(host.capabilities)}')
+
+    def resolve_sites(self, host) -> List[str]:
+        """The block sites of ``host`` this method fills; raises naming the
+        method, the host and what it offers when one is missing."""
+        self.check_host(host)
+        resolved = self._wanted_sites(host)
+        if not resolved:
+            raise ValueError(
+                f'{self.name} needs any block site; {type(host).__name__} '
+                f'offers {tuple(host.block_sites)}')
         return resolved
 
     def resolve_layers(self, host, alias: str) -> Dict[str, nn.Module]:
@@ -374,14 +445,12 @@ class PEFTMethod:
     def resolve_targets(self, host) -> Tuple[str, ...]:
         """:attr:`targets`, or the first of :attr:`default_targets` whose
         aliases ``host`` names; raises when there is none."""
+        self.check_host(host)
         if self.targets is not None:
             return self.targets
-        for choice in self.default_targets:
-            if all(t.split(':')[0] in host.layer_aliases for t in choice):
-                return choice
-        raise ValueError(
-            f'{self.name} has no default placement on {type(host).__name__} '
-            f'(layer aliases {tuple(host.layer_aliases)}); give targets')
+        return next(choice for choice in self.default_targets
+                    if all(t.split(':')[0] in host.layer_aliases
+                           for t in choice))
 
     def linear_targets(self, host) -> Iterator[Tuple]:
         """``(name, layer, alias, parts, channels_first)`` of every frozen

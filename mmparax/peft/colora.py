@@ -317,6 +317,8 @@ class CoLoRA(PEFTMethod):
         filter_scale (float): λ. Default: 0.2.
     """
 
+    requires = ('depthwise_pointwise_blocks', )
+    default_targets = (('dwconv', 'fc1', 'fc2'), )
     # the official freeze_backbone keeps every bias and norm trainable
     # (convnext_colora.py), the output norms among them
     output_norms_trained = True
@@ -356,14 +358,8 @@ class CoLoRA(PEFTMethod):
                'of ConvNet blocks (ConvNeXt): a conv branch beside each '
                "block's depthwise conv and correlated updates of the two "
                'pointwise linears that follow it')
-        missing = [a for a in ('dwconv', 'fc1', 'fc2')
-                   if a not in host.layer_aliases]
-        if missing:
-            raise ValueError(f'CoLoRA cannot adapt {name}: it names no layer '
-                             f'{missing} (it offers '
-                             f'{tuple(host.layer_aliases)}). {why}.')
         layers = {}
-        for alias in ('dwconv', 'fc1', 'fc2'):
+        for alias in self.resolve_targets(host):
             for layer_name, layer in self.resolve_layers(host, alias).items():
                 parent = layer_name.rpartition('.')[0]
                 layers.setdefault(parent, {})[alias] = (layer_name, layer)
@@ -389,8 +385,7 @@ class CoLoRA(PEFTMethod):
                         and fc1.weight.shape[1] == channels
                         and getattr(fc2, 'weight', torch.empty(0)).dim() == 2
                         and tuple(fc2.weight.shape) == tuple(
-                            fc1.weight.shape[::-1])
-                        and 'fc1' not in host.channels_first_layers):
+                            fc1.weight.shape[::-1])):
                     raise ValueError(
                         f'CoLoRA cannot adapt {name}: {dw_name} is not a '
                         f'depthwise conv of {channels} channels followed by '

@@ -29,12 +29,6 @@ from mmparax.registry import PEFT_METHODS
 from .base import (PEFTMethod, PEFTModule, check_fraction, check_number,
                    check_positive_int)
 
-#: the frozen layer (host layer alias) that reads the output of each site
-#: RepAdapter can be folded at: Swin ``attn_in`` -> ``qkv``, VMamba
-#: ``ssm_in`` -> ``in_proj``, both ``mlp_in`` -> ``fc1``
-MERGE_TARGETS = dict(attn_in='qkv', ssm_in='in_proj', mlp_in='fc1')
-
-
 class RepAdapterModule(PEFTModule):
     """``x + s * up(dropout(down(x)))`` on tokens, ``up`` grouped.
 
@@ -150,8 +144,9 @@ class RepAdapter(PEFTMethod):
             ``('pre_dwconv',)`` the host offers.
     """
 
-    # the official ViT adapts every token (repadapter.py,
-    # forward_vit_block_adapter)
+    # every token, the class token included, as the official code
+    # (repadapter.py, forward_vit_block_adapter): the layer that reads a
+    # site then reads only adapted tokens, and merging stays exact
     adapts_class_token = True
     default_sites = (('attn_in', 'mlp_in'), ('ssm_in', 'mlp_in'),
                      ('pre_dwconv', ))
@@ -204,9 +199,11 @@ class RepAdapter(PEFTMethod):
                     if not isinstance(block._modules.get(attr),
                                       RepAdapterModule):
                         continue
-                    alias = MERGE_TARGETS.get(site)
-                    if alias is None or alias not in host.layer_aliases:
-                        raise ValueError(self._unmergeable(host, site))
+                    alias = host.site_readers.get(site)
+                    if alias is None:
+                        raise ValueError(self._unmergeable(
+                            host, site, 'no frozen layer reads its output '
+                            'directly'))
                     if alias not in layer_names:
                         layer_names[alias] = list(host.named_layers(alias))
                     found = [
@@ -217,31 +214,50 @@ class RepAdapter(PEFTMethod):
                             f'RepAdapter: expected one {alias!r} layer in '
                             f'{prefix[:-1]} of {type(host).__name__}, found '
                             f'{found}')
+                    why = self._not_linear(host.get_submodule(found[0]))
+                    if why:
+                        raise ValueError(
+                            self._unmergeable(
+                                host, site,
+                                f'it feeds {found[0]} ({alias}), {why}'))
                     plan.append((block, attr, site, found[0]))
         return plan
 
     @staticmethod
-    def _unmergeable(host, site: str) -> str:
-        why = 'no frozen linear layer reads its output directly'
-        if site == 'pre_dwconv':
-            why = ('it feeds a depthwise conv with zero padding: the conv '
-                   'cannot take in its channel mixing (a depthwise kernel '
-                   'mixes no channels), and its bias would reach the border '
-                   'pixels through the padding differently')
+    def _not_linear(layer: nn.Module) -> str:
+        """Why ``layer`` cannot take in an affine map of its input ('' when
+        it can: a linear layer, weight [out, in])."""
+        weight = getattr(layer, 'weight', None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            return ''
+        if isinstance(layer, nn.Conv2d) and layer.groups > 1 \
+                and layer.groups == layer.in_channels:
+            return ('a depthwise conv with zero padding: it cannot take in '
+                    'the channel mixing (a depthwise kernel mixes no '
+                    'channels), and the bias would reach the border pixels '
+                    'through the padding differently')
+        return f'a {type(layer).__name__}, not a linear layer'
+
+    def _unmergeable(self, host, site: str, why: str) -> str:
+        mergeable = tuple(
+            s for s, alias in host.site_readers.items() if not any(
+                map(self._not_linear, host.named_layers(alias).values())))
         return (f'RepAdapter cannot be merged exactly on '
                 f'{type(host).__name__}: the adapter at {site!r} cannot be '
-                f'folded, {why}. Mergeable sites: {tuple(MERGE_TARGETS)} '
-                '(Swin qkv / fc1, VMamba in_proj / fc1).')
+                f'folded, {why}. Mergeable sites of {type(host).__name__}: '
+                f'{mergeable}.')
 
     def merge(self, host) -> None:
         """Fold every adapter into the frozen layer that reads its output
         and remove it from its site; the model then computes what it
         computed in eval mode.
 
-        Swin ``attn_in`` -> ``qkv``, VMamba ``ssm_in`` -> ``in_proj``, both
-        ``mlp_in`` -> ``fc1``. A layer without a bias (VMamba's ``in_proj``)
-        gets one, frozen: its state dict gains ``<layer>.bias``. On ConvNeXt
-        (``pre_dwconv``) this raises, as does any other site.
+        The host names that layer (``site_readers``: Swin and ViT
+        ``attn_in`` -> ``qkv``, VMamba ``ssm_in`` -> ``in_proj``, all
+        ``mlp_in`` -> ``fc1``); it must be linear. A layer without a bias
+        (VMamba's ``in_proj``) gets one, frozen: its state dict gains
+        ``<layer>.bias``. On ConvNeXt (``pre_dwconv`` feeds a depthwise
+        conv) this raises, as does any site without a reader.
 
         On Swin with maps that are not multiples of the window size (e.g.
         the 128 x 128 map of a 512 x 512 crop with window 7), mmseg pads the

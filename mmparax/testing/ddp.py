@@ -26,7 +26,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.structures import PixelData
 
-from .peft import HOSTS, METHODS, ONLY_ON
+from .peft import HOSTS, METHODS, hosts_of
 
 GLOBAL_BATCH = 4
 STEPS = 3
@@ -36,8 +36,8 @@ NUM_CLASSES = 4
 
 def ddp_host(method: str) -> str:
     """The tiny host of ``method``'s run: Swin, or its only host."""
-    return 'Swin' if 'Swin' in ONLY_ON.get(method, HOSTS) else \
-        ONLY_ON[method][0]
+    hosts = hosts_of(method)
+    return 'Swin' if 'Swin' in hosts else hosts[0]
 
 
 def tiny_segmentor(method: str) -> torch.nn.Module:

@@ -1,10 +1,12 @@
 """Helpers for tests of PEFT methods on host backbones: the table of tiny
 hosts and small method settings every (method, host) check runs on."""
+from typing import List
+
 import torch
 import torch.nn as nn
 
 from mmparax.models import ConvNeXt, Swin, ViT, VMamba
-from mmparax.peft import PEFTModule
+from mmparax.peft import PEFTModule, build_peft_method
 from .checkpoints import tiny_swin_kwargs
 from .convnext import tiny_convnext_kwargs
 from .vit import tiny_vit_kwargs
@@ -20,7 +22,7 @@ HOSTS = {
     'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
 }
 # Every method at small widths (no dropout: checks that run two models one
-# after the other compare them), and the hosts it applies to.
+# after the other compare them).
 METHODS = {
     'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
     'LoRA': dict(type='LoRA', rank=4, alpha=8),
@@ -33,9 +35,21 @@ METHODS = {
     'CoLoRA': dict(type='CoLoRA', rank=4),
     'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
 }
-ONLY_ON = {'VPT': ('Swin', 'ViT'), 'CoLoRA': ('ConvNeXt', )}
-PAIRS = [(m, h) for m in METHODS for h in HOSTS
-         if h in ONLY_ON.get(m, HOSTS)]
+
+
+def fits(method: str, host: str) -> bool:
+    """Whether the host declares all that the method declares it needs."""
+    return not build_peft_method(METHODS[method]).missing(HOSTS[host][0])
+
+
+#: (method, host) pairs that fit, and those that must be refused
+PAIRS = [(m, h) for m in METHODS for h in HOSTS if fits(m, h)]
+UNFIT = [(m, h) for m in METHODS for h in HOSTS if not fits(m, h)]
+
+
+def hosts_of(method: str) -> List[str]:
+    """The hosts of :data:`HOSTS` that ``method`` fits."""
+    return [h for m, h in PAIRS if m == method]
 
 
 def build_pair(host: str, peft=None, seed: int = 0, **overrides) -> nn.Module:

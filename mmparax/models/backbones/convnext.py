@@ -113,8 +113,8 @@ class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
     keeps the stream); ``block_parallel``, reads the block's input, its
     output is added to the block's output; ``post_block`` (held in
     ``adapter``), after the complete block (``input + drop_path(...)``).
-    Layers: ``dwconv``, ``fc1``, ``fc2``. New layers: the output norms
-    ``norm<i>``.
+    Layers: ``dwconv``, ``fc1``, ``fc2``. Capability:
+    ``depthwise_pointwise_blocks``. New layers: the output norms ``norm<i>``.
 
     Loads official Facebook checkpoints (converted on load) and
     OpenMMLab-converted ones through
@@ -141,6 +141,9 @@ class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
         pre_dwconv='pre_dwconv_adapter',
         block_parallel='parallel_adapter',
         post_block='adapter')
+    capabilities = ('depthwise_pointwise_blocks', )
+    token_mixer = 'depthwise convolutions, not attention'
+    site_readers = dict(pre_dwconv='dwconv')
     layer_aliases = dict(
         dwconv='stages.*.*.depthwise_conv',
         fc1='stages.*.*.pointwise_conv1',

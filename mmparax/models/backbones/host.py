@@ -15,6 +15,7 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 
 from mmparax.peft import PEFTModule, build_peft_method
+from mmparax.peft.base import residual_sites
 from mmparax.utils.checkpoint import load_backbone_state_dict
 
 PRETRAINED = 'pretrained'
@@ -59,8 +60,10 @@ class PEFTHostMixin:
       :attr:`residual_sites`);
     * :attr:`layer_aliases`: ``{alias: pattern}``, frozen layers a method may
       update, as ``fnmatch`` patterns over module names;
-      :attr:`channels_first_layers` names the aliases whose linear layers
+    * :attr:`channels_first_layers` names the aliases whose linear layers
       map [B, C, H, W] maps (the rest: channels last);
+    * :attr:`capabilities` (names of ``mmparax.peft.HOST_CAPABILITIES``),
+      :attr:`token_mixer` and :attr:`site_readers`;
     * :meth:`peft_stages`, :meth:`new_module_names` and the checkpoint
       hooks :meth:`convert_checkpoint`, :meth:`ignored_checkpoint_keys`,
       :meth:`adapt_checkpoint`;
@@ -69,6 +72,14 @@ class PEFTHostMixin:
     run, calling :meth:`site` (tokens) or :meth:`site_map` (maps) at each
     site. Its ``forward`` runs every block through :meth:`run_block`. A block
     called on its own runs the frozen block only.
+
+    Every site's module is called the same way, ``module(tokens
+    [B, L, C], (H, W))``, through the method's ``site_forward``; it returns
+    tokens of the same shape, except at ``attn_tokens`` (hosts with
+    attention, :meth:`extra_tokens`): given the block's input, it returns
+    extra tokens [p, C] or [B, p, C] that every token's attention sees as
+    keys and values (normalised by the attention's norm, without position
+    bias or mask), and that reach no output.
 
     At the end of ``__init__`` it calls :meth:`init_peft`. With a method,
     every parameter that existed before the method was attached is frozen;
@@ -88,7 +99,16 @@ class PEFTHostMixin:
 
     block_sites: Dict[str, str] = {}
     layer_aliases: Dict[str, str] = {}
+    #: aliases whose linear layers map [B, C, H, W] maps
     channels_first_layers: Tuple[str, ...] = ()
+    #: what the host offers beyond sites and layers (named in
+    #: ``mmparax.peft.HOST_CAPABILITIES``), for ``PEFTMethod.requires``
+    capabilities: Tuple[str, ...] = ()
+    #: what the blocks mix tokens with, for error messages
+    token_mixer = ''
+    #: ``{site: alias}``: the frozen layer that reads the site's output and
+    #: nothing else (what a linear module at the site can be folded into)
+    site_readers: Dict[str, str] = {}
     #: ``frozen_stages`` value that freezes nothing
     no_frozen_stages = -1
     #: group name of the layers of new_module_names() in the accounting
@@ -98,7 +118,7 @@ class PEFTHostMixin:
     @property
     def residual_sites(self) -> Tuple[str, ...]:
         """The sites right after a residual add."""
-        return tuple(s for s in self.block_sites if s.startswith('post_'))
+        return residual_sites(self.block_sites)
 
     def peft_stages(self) -> List[Tuple[int, Sequence[nn.Module]]]:
         """``[(channels, blocks)]`` per stage."""
@@ -140,6 +160,7 @@ class PEFTHostMixin:
                     'their drop path; the method already freezes every '
                     'pretrained parameter. Leave frozen_stages at '
                     f'{self.no_frozen_stages}.')
+            self.peft.check_host(self)
             self.peft.attach(self)
         new = {
             name
@@ -198,6 +219,15 @@ class PEFTHostMixin:
         if module is None:
             return x
         return self.peft.site_forward(self, module, x, hw_shape)
+
+    def extra_tokens(self, block: nn.Module, x: torch.Tensor,
+                     hw_shape: Tuple[int, int]) -> Optional[torch.Tensor]:
+        """The tokens the module at ``attn_tokens`` of ``block`` adds to its
+        attention, given the block's input ``x`` [B, L, C]: [p, C] or
+        [B, p, C]; None when nothing sits there."""
+        if not self.has_site(block, 'attn_tokens'):
+            return None
+        return self.site(block, 'attn_tokens', x, hw_shape)
 
     def site_map(self, block: nn.Module, site: str,
                  x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 from collections import OrderedDict
 from typing import Dict, Optional
 
+import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.backbones.swin import swin_converter
 from mmengine.logging import print_log
@@ -12,18 +14,79 @@ from .host import PEFTHostMixin, mixer_mlp_sites
 _BLOCKS = 'stages.*.blocks.*.'
 
 
+def shift_window_mask(H: int, W: int, size: int, shift: int,
+                      device=None) -> torch.Tensor:
+    """mmseg's shifted-window mask of an [H, W] map (multiples of ``size``)
+    after a cyclic shift by ``shift``: [nW, N, N], -100 between tokens of
+    different regions, else 0."""
+
+    def regions(n):
+        ids = torch.zeros(n, dtype=torch.long, device=device)
+        ids[n - size:n - shift] = 1
+        ids[n - shift:] = 2
+        return ids
+
+    ids = regions(H)[:, None] * 3 + regions(W)[None, :]
+    ids = ids.view(H // size, size, W // size, size).transpose(1, 2)
+    ids = ids.reshape(-1, size * size)
+    mask = torch.zeros(ids.shape[0], size * size, size * size, device=device)
+    return mask.masked_fill(ids[:, None, :] != ids[:, :, None], -100.0)
+
+
+def window_attention(w_msa: nn.Module,
+                     x: torch.Tensor,
+                     extra: torch.Tensor,
+                     mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """mmseg's ``WindowMSA`` with extra tokens as further keys and values,
+    without position bias or mask.
+
+    Args:
+        w_msa (nn.Module): The frozen ``WindowMSA``.
+        x (Tensor): Windows, [B*nW, N, C].
+        extra (Tensor): Normalised extra tokens, [p, C], the same in every
+            window, or [B, p, C], those of each sample's windows.
+        mask (Tensor, optional): Shift mask [nW, N, N] of the tokens.
+
+    Returns:
+        Tensor: The tokens' outputs, [B*nW, N, C].
+    """
+    Bw, N, C = x.shape
+    p, heads = extra.shape[-2], w_msa.num_heads
+    q, k, v = w_msa.qkv(x).reshape(Bw, N, 3, heads,
+                                   C // heads).permute(2, 0, 3, 1, 4)
+    # the extra keys and values: [1 or B, heads, p, C / heads]
+    extra = extra.view(-1, p, C)
+    _, ek, ev = w_msa.qkv(extra).reshape(-1, p, 3, heads,
+                                         C // heads).permute(2, 0, 3, 1, 4)
+    if ek.shape[0] > 1:  # windows are sample-major
+        ek, ev = (t.repeat_interleave(Bw // t.shape[0], dim=0)
+                  for t in (ek, ev))
+    k = torch.cat((ek.expand(Bw, -1, -1, -1), k), dim=2)
+    v = torch.cat((ev.expand(Bw, -1, -1, -1), v), dim=2)
+    attn = (q * w_msa.scale) @ k.transpose(-2, -1)  # [B*nW, heads, N, p+N]
+    bias = w_msa.relative_position_bias_table[
+        w_msa.relative_position_index.view(-1)].view(N, N, -1)
+    attn = attn + F.pad(bias.permute(2, 0, 1), (p, 0)).unsqueeze(0)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = attn.view(Bw // nW, nW, heads, N, p + N) + F.pad(
+            mask, (p, 0)).unsqueeze(1).unsqueeze(0)
+        attn = attn.view(Bw, heads, N, p + N)
+    attn = w_msa.attn_drop(w_msa.softmax(attn))
+    x = (attn @ v).transpose(1, 2).reshape(Bw, N, C)
+    return w_msa.proj_drop(w_msa.proj(x))
+
+
 @MODELS.register_module()
 class Swin(PEFTHostMixin, SwinTransformer):
     """mmseg's Swin Transformer as a PEFT host (mmseg and mmdet).
 
     Sites: :func:`mixer_mlp_sites` of ``'attn'`` (``post_attn`` after the
     attention residual, ``post_mlp`` after the MLP residual, ...), and
-    ``attn_prompts``: a module there takes part in the attention itself; it
-    is called as ``module(block, x, hw_shape)`` with the normalised tokens
-    in place of ``block.attn(x, hw_shape)`` and returns the attention branch
-    (drop path included), e.g. VPT's prompt tokens in every window. Layers:
-    ``qkv``, ``proj``, ``fc1``, ``fc2``. New layers: the output norms
-    ``norm<i>``.
+    ``attn_tokens`` (held in ``attn_prompts``): extra tokens that every
+    window's attention sees as keys and values (:meth:`attention_branch`),
+    e.g. VPT's prompts. Capability: ``window_attention``. Layers: ``qkv``,
+    ``proj``, ``fc1``, ``fc2``. New layers: the output norms ``norm<i>``.
 
     Loads official Microsoft checkpoints (``layers.*`` keys, converted on
     load) and OpenMMLab-converted ones (``stages.*``) through
@@ -40,7 +103,10 @@ class Swin(PEFTHostMixin, SwinTransformer):
     Returns (forward): list of [B, C_i, H/2^(i+2), W/2^(i+2)] feature maps.
     """
 
-    block_sites = dict(mixer_mlp_sites('attn'), attn_prompts='attn_prompts')
+    block_sites = dict(mixer_mlp_sites('attn'), attn_tokens='attn_prompts')
+    capabilities = ('window_attention', )
+    token_mixer = 'shifted-window self-attention'
+    site_readers = dict(attn_in='qkv', mlp_in='fc1')
     layer_aliases = dict(
         qkv=_BLOCKS + 'attn.w_msa.qkv',
         proj=_BLOCKS + 'attn.w_msa.proj',
@@ -96,15 +162,45 @@ class Swin(PEFTHostMixin, SwinTransformer):
         return state_dict
 
     # -- forward -----------------------------------------------------------
+    def attention_branch(self, block, x, hw_shape, extra=None):
+        """The attention branch of ``block`` (mmseg's ``ShiftWindowMSA``,
+        drop path included) on its normalised input x [B, H*W, C] -> same.
+
+        ``extra`` [p, C] or [B, p, C] (block-input tokens, e.g. from
+        :meth:`extra_tokens`), normalised by ``norm1``, joins the keys and
+        values of every window, padded ones included, with no position
+        bias and no shift mask. Their own outputs are not computed: the
+        official VPT averages them over the windows and passes them on, but
+        the next block replaces them and patch merging ignores them.
+        """
+        if extra is None:
+            return block.attn(x, hw_shape)
+        attn = block.attn
+        size, shift = attn.window_size, attn.shift_size
+        B, L, C = x.shape
+        H, W = hw_shape
+        x = x.view(B, H, W, C)
+        x = F.pad(x, (0, 0, 0, (size - W % size) % size, 0,
+                      (size - H % size) % size))
+        Hp, Wp = x.shape[1], x.shape[2]
+        mask = None
+        if shift > 0:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            mask = shift_window_mask(Hp, Wp, size, shift, x.device)
+        windows = attn.window_partition(x).view(-1, size * size, C)
+        out = window_attention(attn.w_msa, windows, block.norm1(extra), mask)
+        x = attn.window_reverse(out.view(-1, size, size, C), Hp, Wp)
+        if shift > 0:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        x = x[:, :H, :W].contiguous().view(B, H * W, C)
+        return attn.drop(x)
+
     def forward_block(self, block, x, hw_shape):
         """One block with the method's sites; x: [B, H*W, C] -> same."""
+        extra = self.extra_tokens(block, x, hw_shape)
         h = self.site(block, 'pre_attn', x, hw_shape)
         h = self.site(block, 'attn_in', block.norm1(h), hw_shape)
-        prompts = block._modules.get(self.block_sites['attn_prompts'])
-        if prompts is None:
-            h = block.attn(h, hw_shape)  # drop path inside
-        else:
-            h = prompts(block, h, hw_shape)
+        h = self.attention_branch(block, h, hw_shape, extra)
         x = x + self.site(block, 'attn_out', h, hw_shape)
         x = self.site(block, 'post_attn', x, hw_shape)
         h = self.site(block, 'pre_mlp', x, hw_shape)

@@ -113,13 +113,13 @@ class ViT(PEFTHostMixin, VisionTransformer):
     the class token passes them unchanged (``mlp_parallel`` adds its delta
     to the patch tokens), unless the method adapts the class token
     (``PEFTMethod.adapts_class_token``, as its official ViT code): they then
-    see every token, [B, 1 + H*W, C]. ``prompts``: a module there is
-    called before the block as ``module(x, start)`` and returns the tokens
-    with its ``num_tokens`` prompts inserted before token ``start`` (after
-    the class token); they take part in the block and are removed after it
-    (VPT-deep). Layers: ``qkv`` (fused, [3C, C]), ``proj``, ``fc1``,
-    ``fc2``. New layers: none (the final norm ``ln1`` is pretrained and
-    frozen), except ``ln2``, the norm of pooled features, with
+    see every token, [B, 1 + H*W, C]. ``attn_tokens`` (held in
+    ``prompts``): the extra tokens its module returns are inserted after
+    the class token, take part in the block and are removed after it, so
+    every token's attention sees them as keys and values (e.g. VPT-deep's
+    prompts). Layers: ``qkv`` (fused, [3C, C]), ``proj``, ``fc1``, ``fc2``.
+    New layers: none (the final norm ``ln1`` is pretrained and frozen),
+    except ``ln2``, the norm of pooled features, with
     ``out_type='avg_featmap'``.
 
     :meth:`peft_stages` gives groups of consecutive blocks (``block_groups``;
@@ -156,7 +156,9 @@ class ViT(PEFTHostMixin, VisionTransformer):
     (``raw``).
     """
 
-    block_sites = dict(mixer_mlp_sites('attn'), prompts='prompts')
+    block_sites = dict(mixer_mlp_sites('attn'), attn_tokens='prompts')
+    token_mixer = 'global self-attention'
+    site_readers = dict(attn_in='qkv', mlp_in='fc1')
     layer_aliases = dict(
         qkv=_BLOCKS + 'attn.qkv',
         proj=_BLOCKS + 'attn.proj',
@@ -274,10 +276,11 @@ class ViT(PEFTHostMixin, VisionTransformer):
         """mmpretrain's ``TransformerEncoderLayer`` with the method's sites;
         x: [B, extra + H*W, C] -> same (extra: the class token)."""
         skip = self.num_extra_tokens
-        prompts = block._modules.get(self.block_sites['prompts'])
-        if prompts is not None:
-            x = prompts(x, skip)
-            skip += prompts.num_tokens
+        extra = self.extra_tokens(block, x, hw_shape)
+        if extra is not None:
+            extra = extra.expand(x.shape[0], -1, -1).to(x.dtype)
+            x = torch.cat((x[:, :skip], extra, x[:, skip:]), dim=1)
+            skip += extra.shape[1]
         prompted = skip  # tokens before the patches
         if self.peft is not None and self.peft.adapts_class_token:
             skip = 0
@@ -297,7 +300,7 @@ class ViT(PEFTHostMixin, VisionTransformer):
             delta = self.site(block, 'mlp_parallel', x[:, skip:], hw_shape)
             out = torch.cat((out[:, :skip], out[:, skip:] + delta), dim=1)
         out = self.patch_site(block, 'post_mlp', out, hw_shape, skip)
-        if prompts is not None:
+        if extra is not None:
             out = torch.cat(
                 (out[:, :self.num_extra_tokens], out[:, prompted:]), dim=1)
         return out

@@ -288,6 +288,9 @@ class VMamba(PEFTHostMixin, BaseModule):
     """
 
     block_sites = mixer_mlp_sites('ssm')
+    token_mixer = ('selective scans along fixed spatial orders, not '
+                   'attention')
+    site_readers = dict(ssm_in='in_proj', mlp_in='fc1')
     layer_aliases = dict(
         in_proj=_BLOCKS + 'op.in_proj',
         out_proj=_BLOCKS + 'op.out_proj',
