@@ -16,7 +16,7 @@ import inspect
 import os
 import os.path as osp
 from contextlib import contextmanager
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
@@ -40,16 +40,18 @@ CPU_FP32_OVERRIDE = '--cfg-options optim_wrapper.type=OptimWrapper'
 CPU_AMP_TYPE = 'mmparax.CPUAmpOptimWrapper'
 
 
-def load_config(config: str,
+def load_config(config: Union[str, Config],
                 cfg_options: Optional[dict] = None,
                 work_dir: Optional[str] = None,
                 launcher: str = 'none') -> Config:
-    """Read ``config``, apply overrides and settle ``work_dir``.
+    """Read ``config`` (a file, or a ``Config``: a copy is changed), apply
+    overrides and settle ``work_dir``.
 
     ``work_dir`` priority: the argument, then the config's own, then
     ``./work_dirs/<config file name without extension>``.
     """
-    cfg = Config.fromfile(config)
+    cfg = config.copy() if isinstance(config, Config) else \
+        Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
         apply_cfg_options(cfg, cfg_options)

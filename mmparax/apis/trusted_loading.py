@@ -52,6 +52,7 @@ from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
 from ..registry import HOOKS
+from .peft_checkpoint import ADAPTER_EXT, load_safetensors
 from ..utils.atomic_file import atomic_write
 from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
                                      _torch_load, check_checkpoint_file,
@@ -373,6 +374,8 @@ def load_from_local(filename: str, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if filename.endswith(ADAPTER_EXT):
+        return load_safetensors(filename, map_location)
     return _load_trusted(filename, filename, map_location,
                          lambda: trust_reason(filename), _real(filename),
                          True)
