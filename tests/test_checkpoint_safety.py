@@ -380,12 +380,11 @@ def test_runner_records_its_checkpoints_and_resumes(safe_env, tmp_path):
     _toy_runner(work_dir, 2).train()
     for name in ('iter_1.pth', 'iter_2.pth'):
         assert trusted_loading.is_recorded_checkpoint(str(work_dir / name))
-    # mmengine's checkpoints need full unpickling (message_hub): a copy of
-    # one the run did not write is refused
+    # mmengine's checkpoints (message_hub: HistoryBuffer, numpy) load
+    # weights-only with the Runner's allow-list: a copy needs no trust
     copy = tmp_path / 'copy.pth'
     copy.write_bytes((work_dir / 'iter_2.pth').read_bytes())
-    with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(copy), 'cpu')
+    assert load_from_local(str(copy), 'cpu')['meta']['iter'] == 2
     ckpt = load_from_local(str(work_dir / 'iter_2.pth'), 'cpu')
     assert ckpt['meta']['iter'] == 2
     runner = _toy_runner(work_dir, 3, resume=True)  # last_checkpoint
@@ -504,3 +503,83 @@ def test_install_manifest_hook_keeps_other_hooks():
     assert [h['type'] for h in cfg.custom_hooks] == [
         'mmparax.PEFTCheckHook', 'mmparax.CheckpointManifestHook'
     ]
+
+
+# -- 5. what mmengine's Runner writes loads weights-only ---------------------
+
+
+def _allowed_names():
+    from torch._weights_only_unpickler import _get_allowed_globals
+    from mmparax.utils.runner_globals import RUNNER_GLOBALS
+    with torch.serialization.safe_globals(RUNNER_GLOBALS):
+        from torch._weights_only_unpickler import _get_user_allowed_globals
+        return set(_get_allowed_globals()) | set(_get_user_allowed_globals())
+
+
+def assert_weights_only(work_dir, tmp_path):
+    """Every ``.pth`` of ``work_dir`` holds only allowed globals and loads
+    with ``load_from_local`` from a folder no run wrote (no trust)."""
+    names = sorted(n for n in os.listdir(work_dir) if n.endswith('.pth'))
+    assert names
+    allowed = _allowed_names()
+    for name in names:
+        used = set(torch.serialization.get_unsafe_globals_in_checkpoint(
+            str(work_dir / name)))
+        assert used - {'builtins.getattr'} <= allowed, (name, used)
+        copy = tmp_path / 'elsewhere' / name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes((work_dir / name).read_bytes())
+        checkpoint = load_from_local(str(copy), 'cpu')
+        assert 'state_dict' in checkpoint
+    return names
+
+
+@pytest.mark.parametrize('kind', ['peft_amp_rng', 'full_no_rng'])
+def test_runner_checkpoints_load_weights_only(safe_env, tmp_path, kind):
+    from mmparax.testing import check_ok, run_tool, short_demo_config
+    config = short_demo_config(str(tmp_path), total=2, interval=2,
+                               num_train=4, num_val=2)
+    args = ['--amp'] if kind == 'peft_amp_rng' else [
+        '--cfg-options', 'model.backbone.peft=None', 'custom_hooks=[]',
+        'default_hooks.rng_state.enabled=False']
+    work_dir = tmp_path / 'work'
+    env = dict(OMP_NUM_THREADS='1', XDG_CONFIG_HOME=str(tmp_path / 'cfg'))
+    check_ok(run_tool('train.py', config, '--work-dir', work_dir, *args,
+                      cwd=tmp_path, env=env))
+    assert_weights_only(work_dir, tmp_path)
+    checkpoint = load_from_local(str(work_dir / 'iter_2.pth'), 'cpu')
+    assert ('loss_scaler' in checkpoint['optimizer']) == (
+        kind == 'peft_amp_rng')
+    assert ('rng_states' in checkpoint) == (kind == 'peft_amp_rng')
+    has_peft = (work_dir / 'iter_2_peft.safetensors').exists()
+    assert has_peft == (kind == 'peft_amp_rng')
+
+
+class _Reaches:
+    """Unpickles to ``getattr(owner, name)``."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+@pytest.mark.parametrize('owner,name', [
+    ('HistoryBuffer', '__init__'), ('HistoryBuffer', '__class__'),
+    ('ndarray', 'min'),
+])
+def test_allow_list_reaches_only_history_buffer_statistics(
+        safe_env, tmp_path, owner, name):
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    owner = dict(HistoryBuffer=HistoryBuffer, ndarray=np.ndarray)[owner]
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)},
+                'x': _Reaches(owner, name)}, path)
+    with pytest.raises(UntrustedCheckpointError) as info:
+        load_from_local(str(path), 'cpu')
+    assert 'getattr' in str(info.value)
+    torch.save({'state_dict': {'w': torch.ones(1)},
+                'x': _Reaches(HistoryBuffer, 'mean')}, path)
+    assert load_from_local(str(path), 'cpu')['x'] is HistoryBuffer.mean

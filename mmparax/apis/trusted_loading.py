@@ -46,12 +46,14 @@ import secrets
 import tempfile
 from typing import Callable, Dict, List, Optional
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
 from ..registry import HOOKS
+from ..utils.runner_globals import RUNNER_GLOBALS
 from .peft_checkpoint import ADAPTER_EXT, load_safetensors
 from ..utils.atomic_file import atomic_write
 from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
@@ -329,8 +331,9 @@ def _load_trusted(source, name: str, map_location,
     """weights_only first; full unpickling only if ``trust()`` says why."""
     check_checkpoint_file(source, name)
     try:
-        return _torch_load(
-            source, name, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(RUNNER_GLOBALS):
+            return _torch_load(
+                source, name, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         refusal = error
     trusted = trust()

@@ -151,7 +151,8 @@ def refusal_reason(error: Exception) -> str:
     wraps it in paragraphs of advice; this keeps the sentence that says
     what was refused, naming the global when there is one.
     """
-    text = _ANSI.sub('', str(error))
+    text = re.sub(r'WeightsUnpickler error:\s*', 'WeightsUnpickler error: ',
+                  _ANSI.sub('', str(error)))
     lines = [' '.join(line.split()) for line in text.splitlines()]
     lines = [line for line in lines if line]
     name = refused_global(error)
@@ -161,7 +162,7 @@ def refusal_reason(error: Exception) -> str:
         line for line in lines if not line.startswith(_BOILERPLATE)
     ]
     for line in candidates:
-        line = re.sub(r'^WeightsUnpickler error:\s*', '', line)
+        line = line.split('WeightsUnpickler error:')[-1].strip()
         line = re.split(r'\s+Please use\b', line)[0]
         if line:
             return line[:300]
