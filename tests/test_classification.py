@@ -21,7 +21,8 @@ from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 from PIL import Image
 
 from mmparax.apis.peft_checkpoint import load_safetensors
-from mmparax.testing import check_ok, run_tool, write_checkpoint
+from mmparax.testing import (check_ok, check_weights_only, run_tool,
+                             write_checkpoint)
 from mmparax.testing.classification import (CIFAR100_SUPERCLASSES,
                                             UncheckedCIFAR100, make_cifar100,
                                             make_food101_raw,
@@ -598,6 +599,7 @@ def test_tiny_parax_vit_train_then_test(tmp_path):
     assert 'converting a timm / Google / MAE-layout checkpoint' in log
     assert 'trainable params' in log  # PEFTCheckHook passed
     assert 'Epoch(train) [2][4/4]' in log
+    check_weights_only(work_dir)  # no trust needed to resume
     assert re.search(r'Epoch\(val\) \[2\]\[2/2\]\s+accuracy/top1', log)
 
     state = torch.load(work_dir / 'epoch_2.pth', map_location='cpu',
