@@ -19,7 +19,6 @@ Two kinds of checkpoint load into an mmparax model:
 :func:`checkpoint_problems` lists, for either kind, the keys that are missing,
 unexpected or of another shape: loading is strict unless asked otherwise.
 """
-import contextlib
 import hashlib
 import json
 import os.path as osp
@@ -33,11 +32,12 @@ from mmengine.model import is_model_wrapper
 
 from mmparax.utils.atomic_file import atomic_write
 from mmparax.utils.checkpoint import fit_problems
+from mmparax.utils.safetensors_file import SAFETENSORS_EXT as ADAPTER_EXT
+from mmparax.utils.safetensors_file import read_safetensors
 from mmparax.version import __version__
 
 PEFT_META = 'mmparax_peft'
 PEFT_SUFFIX = '_peft'
-ADAPTER_EXT = '.safetensors'
 
 
 def _model(model: nn.Module) -> nn.Module:
@@ -166,32 +166,15 @@ def save_peft_checkpoint(model: nn.Module, path: str,
 
 def load_safetensors(path: str, map_location='cpu') -> dict:
     """A ``.safetensors`` file as ``{'state_dict', 'meta'}`` (a PEFT file's
-    header entries decoded); tensors are memory-mapped, on ``map_location``
-    if it names a device."""
+    header entries decoded), on ``map_location`` if it names a device."""
     device = map_location if isinstance(map_location, str) and \
         map_location != 'default' else 'cpu'
-    with _open(path, device) as f:
-        return dict(
-            state_dict=OrderedDict((k, f.get_tensor(k)) for k in f.keys()),
-            meta=_meta(f))
+    state, header = read_safetensors(path, device)
+    return dict(state_dict=state, meta=_meta(header))
 
 
-@contextlib.contextmanager
-def _open(path: str, device: str = 'cpu'):
-    from safetensors import SafetensorError, safe_open
-
-    from mmparax.utils.restricted_load import damaged
-    try:
-        with safe_open(path, framework='pt', device=device) as f:
-            yield f
-    except (SafetensorError, OSError) as error:
-        raise damaged(path, path, f'it is not a whole safetensors file '
-                      f'({error})') from error
-
-
-def _meta(f) -> dict:
+def _meta(header: dict) -> dict:
     """The decoded header entries of a PEFT file ({} for another file)."""
-    header = f.metadata() or {}
     if PEFT_META not in header:
         return {}
     return {k: json.loads(v) for k, v in header.items() if k != 'format'}
@@ -199,8 +182,7 @@ def _meta(f) -> dict:
 
 def recorded_config(path: str) -> Config:
     """The resolved config a PEFT file recorded, to rebuild its model."""
-    with _open(path) as f:
-        meta = _meta(f)
+    meta = load_safetensors(path)['meta']
     if 'cfg' not in meta:
         raise ValueError(
             f'{path} records no config (only PEFT files written by mmparax '

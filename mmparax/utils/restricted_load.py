@@ -37,6 +37,8 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
+from .safetensors_file import SAFETENSORS_EXT, read_safetensors
+
 
 class DamagedCheckpointError(RuntimeError):
     """A checkpoint file is empty, truncated or not a checkpoint at all."""
@@ -471,6 +473,8 @@ def load_weights_file(filename: str, map_location='cpu'):
         source = name = osp.expanduser(filename)
         if not osp.isfile(source):
             raise FileNotFoundError(f'{source} can not be found.')
+        if source.endswith(SAFETENSORS_EXT):
+            return read_safetensors(source)[0]
         fetched = None
     check_checkpoint_file(source, name)
     try:
