@@ -440,3 +440,28 @@ def test_save_peft_checkpoint_writes_safetensors_only(tmp_path):
         json.dumps(written['meta'][PEFT_META]))
     for key, value in written['state_dict'].items():
         assert torch.equal(loaded['state_dict'][key], value), key
+
+
+def test_to_safetensors_pretrained_and_full(run, tmp_path):
+    """The pretrained file converted once evaluates a PEFT file to the same
+    metrics; a full checkpoint converted evaluates like the .pth."""
+    converter = osp.join('model_converters', 'to_safetensors.py')
+    pretrained = tmp_path / 'swin.safetensors'
+    check_ok(run_tool(converter, TINY_CFG, run['pretrained'], pretrained,
+                      cwd=tmp_path))
+    small = run['work_dir'] / 'iter_2_peft.safetensors'
+    check_ok(evaluate(run, small, tmp_path / 'st', pretrained=pretrained))
+    full = tmp_path / 'iter_2.safetensors'
+    check_ok(run_tool(converter, TINY_CFG, run['work_dir'] / 'iter_2.pth',
+                      full, '--full', cwd=tmp_path))
+    check_ok(evaluate(run, full, tmp_path / 'full_st'))
+    reference = metrics_of_full(run, tmp_path)
+    assert metrics_of(tmp_path / 'st' / 'test') == reference
+    assert metrics_of(tmp_path / 'full_st' / 'test') == reference
+    # a file that is not a full checkpoint of the model: refused, nothing
+    # written
+    other = tmp_path / 'other.safetensors'
+    proc = run_tool(converter, TINY_CFG, run['pretrained'], other, '--full',
+                    cwd=tmp_path)
+    assert proc.returncode != 0 and 'does not fit' in proc.stderr
+    assert not other.exists()
