@@ -144,8 +144,8 @@ def add_image_arguments(parser, split: bool = True) -> None:
         action='append',
         default=[],
         metavar='PATH',
-        help='a checkpoint (or folder) that may be fully unpickled; '
-        'checkpoints this machine\'s runs wrote are trusted already')
+        help='a foreign pickle (or folder of them) that may be fully '
+        'unpickled; checkpoints of runs and safetensors files need no trust')
     parser.add_argument(
         '--out-dir', required=True, help='folder of the figures and numbers')
 

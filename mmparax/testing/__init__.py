@@ -33,7 +33,8 @@ from .tools import (check_ok, check_weights_only, load_tool,  # noqa: E402
                     run_tool, short_demo_config)
 
 __all__ += [
-    'switch_off', 'check_ok', 'check_weights_only', 'load_tool', 'run_tool', 'make_loveda',
+    'switch_off', 'check_ok', 'check_weights_only', 'load_tool', 'run_tool',
+    'make_loveda',
     'make_potsdam',
     'tiny_vit_kwargs', 'tiny_vit_state_dict', 'vit_to_mae', 'vit_to_timm',
     'make_cifar100', 'make_food101_raw', 'make_image_folders',
