@@ -251,12 +251,12 @@ class _ToyModel(BaseModel):
         return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
 
 
-def _toy_runner(work_dir, max_iters, resume=False):
+def _toy_runner(work_dir, max_iters, resume=False, load_from=None):
     cfg = Config(
         dict(
             work_dir=str(work_dir),
             resume=resume,
-            load_from=None,
+            load_from=load_from,
             custom_hooks=[],
             default_hooks=dict(
                 checkpoint=dict(
@@ -276,7 +276,8 @@ def _toy_runner(work_dir, max_iters, resume=False):
         default_hooks=cfg.default_hooks,
         custom_hooks=cfg.custom_hooks,
         resume=cfg.resume,
-        experiment_name=f'toy_{max_iters}_{resume}')
+        load_from=cfg.load_from,
+        experiment_name=f'toy_{max_iters}_{resume}_{load_from is None}')
 
 
 def test_runner_resumes_without_trust_or_key(safe_env, tmp_path):
@@ -291,6 +292,15 @@ def test_runner_resumes_without_trust_or_key(safe_env, tmp_path):
     runner = _toy_runner(work_dir, 3, resume=True)  # last_checkpoint
     runner.train()
     assert runner.iter == 3
+
+
+def test_crafted_load_from_runs_no_code(safe_env, tmp_path):
+    marker = tmp_path / 'code_ran'
+    work_dir = tmp_path / 'work_dir'
+    bad = crafted(tmp_path / 'iter_2.pth', marker)
+    with pytest.raises(UntrustedCheckpointError, match='posix.mkdir'):
+        _toy_runner(work_dir, 1, load_from=str(bad)).train()
+    assert not marker.exists()
 
 
 # -- 3. damaged files --------------------------------------------------------
