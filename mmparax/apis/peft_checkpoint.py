@@ -30,10 +30,10 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 
-from mmparax.utils.atomic_file import atomic_write
 from mmparax.utils.checkpoint import fit_problems
 from mmparax.utils.safetensors_file import SAFETENSORS_EXT as ADAPTER_EXT
-from mmparax.utils.safetensors_file import read_safetensors
+from mmparax.utils.safetensors_file import (read_safetensors,
+                                            write_safetensors)
 from mmparax.version import __version__
 
 PEFT_META = 'mmparax_peft'
@@ -145,10 +145,9 @@ def peft_path(full: str) -> str:
 def save_peft_checkpoint(model: nn.Module, path: str,
                          cfg: Optional[Config] = None,
                          meta: Optional[dict] = None) -> Dict[str, object]:
-    """Write :func:`peft_checkpoint` to ``path`` as safetensors (whole or
-    not at all: :func:`~mmparax.utils.atomic_file.atomic_write`); the
-    header holds each entry of ``meta`` as JSON. Returns what was written."""
-    from safetensors.torch import save
+    """Write :func:`peft_checkpoint` to ``path`` as safetensors, whole or
+    not at all; the header holds each entry of ``meta`` as JSON. Returns
+    what was written."""
     if not path.endswith(ADAPTER_EXT):
         raise ValueError(f'a PEFT file is written as safetensors: name it '
                          f'*{ADAPTER_EXT}, not {path}')
@@ -156,11 +155,10 @@ def save_peft_checkpoint(model: nn.Module, path: str,
     dirname = osp.dirname(osp.abspath(path))
     if not osp.isdir(dirname):
         raise FileNotFoundError(f'folder {dirname} does not exist')
-    tensors = {k: v.contiguous().clone()
-               for k, v in checkpoint['state_dict'].items()}
-    header = {k: json.dumps(_plain(v)) for k, v in checkpoint['meta'].items()}
-    with atomic_write(path) as f:
-        f.write(save(tensors, metadata=dict(header, format='pt')))
+    write_safetensors(path, checkpoint['state_dict'], {
+        k: json.dumps(_plain(v))
+        for k, v in checkpoint['meta'].items()
+    })
     return checkpoint
 
 
@@ -188,6 +186,25 @@ def recorded_config(path: str) -> Config:
             f'{path} records no config (only PEFT files written by mmparax '
             '0.1 and later do): give the config, tools/test.py CONFIG FILE')
     return Config.fromstring(meta['cfg'], '.py')
+
+
+def load_full_checkpoint(model: nn.Module, filename: str, config: str,
+                         trusted=()) -> dict:
+    """Read a full checkpoint of ``model`` (the model of the file
+    ``config``) without running code, unless ``trusted`` names it; raise
+    ``SystemExit`` naming the keys unless it fits exactly."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from .trusted_loading import register_trusted_loader, trust_checkpoints
+    register_trusted_loader()
+    trust_checkpoints(*trusted)
+    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    problems = checkpoint_problems(model, state_dict, peft=False)
+    if problems:
+        raise SystemExit(f'{filename} does not fit the model of {config}:\n'
+                         + '\n'.join(problems))
+    return checkpoint
 
 
 def is_peft_checkpoint(checkpoint) -> bool:

@@ -22,3 +22,17 @@ def read_safetensors(path: str, device: str = 'cpu'
     except (SafetensorError, OSError) as error:
         raise damaged(path, path, 'it is not a whole safetensors file '
                       f'({error})') from error
+
+
+def write_safetensors(path: str, tensors: Dict, metadata: Dict[str, str] =
+                      None) -> None:
+    """Write ``tensors`` (copied to contiguous CPU memory) and ``metadata``
+    to ``path``, whole or not at all."""
+    from safetensors.torch import save
+
+    from .atomic_file import atomic_write
+    data = save({k: v.detach().cpu().contiguous().clone()
+                 for k, v in tensors.items()},
+                metadata=dict(metadata or {}, format='pt'))
+    with atomic_write(path) as f:
+        f.write(data)

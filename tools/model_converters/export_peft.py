@@ -16,10 +16,8 @@ import os.path as osp
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmparax.apis import register_trusted_loader, trust_checkpoints
-from mmparax.apis.peft_checkpoint import (checkpoint_problems, peft_path,
+from mmparax.apis.peft_checkpoint import (load_full_checkpoint, peft_path,
                                           save_peft_checkpoint)
 from mmparax.apis.runtime import add_trust_argument
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
@@ -42,15 +40,9 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone
     model = MODELS.build(cfg.model)
-    register_trusted_loader()
-    trust_checkpoints(*args.trust_checkpoint)
-    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    problems = checkpoint_problems(model, state_dict, peft=False)
-    if problems:
-        raise SystemExit(f'{args.checkpoint} does not fit the model of '
-                         f'{args.config}:\n' + '\n'.join(problems))
-    model.load_state_dict(state_dict)
+    checkpoint = load_full_checkpoint(model, args.checkpoint, args.config,
+                                      args.trust_checkpoint)
+    model.load_state_dict(checkpoint.get('state_dict', checkpoint))
     out = args.out or peft_path(args.checkpoint)
     meta = {
         k: v

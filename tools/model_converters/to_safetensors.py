@@ -20,14 +20,11 @@ import os.path as osp
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmparax.apis import register_trusted_loader, trust_checkpoints
-from mmparax.apis.peft_checkpoint import _model, checkpoint_problems
+from mmparax.apis.peft_checkpoint import _model, load_full_checkpoint
 from mmparax.apis.runtime import add_trust_argument
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
-from mmparax.utils.atomic_file import atomic_write
-from mmparax.utils.safetensors_file import SAFETENSORS_EXT
+from mmparax.utils.safetensors_file import SAFETENSORS_EXT, write_safetensors
 
 
 def parse_args(argv=None):
@@ -42,7 +39,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from safetensors.torch import save
     silence_upstream_warnings()
     args = parse_args(argv)
     out = args.out or osp.splitext(args.src)[0] + SAFETENSORS_EXT
@@ -53,24 +49,16 @@ def main(argv=None):
     cfg.model.backbone.init_cfg = None
     model = _model(MODELS.build(cfg.model))
     if args.full:
-        register_trusted_loader()
-        trust_checkpoints(*args.trust_checkpoint)
-        checkpoint = _load_checkpoint(args.src, map_location='cpu')
+        checkpoint = load_full_checkpoint(model, args.src, args.config,
+                                          args.trust_checkpoint)
         state = checkpoint.get('state_dict', checkpoint)
-        problems = checkpoint_problems(model, state, peft=False)
-        if problems:
-            raise SystemExit(f'{args.src} does not fit the model of '
-                             f'{args.config}:\n' + '\n'.join(problems))
     else:
         backbone = model.backbone
         backbone.load_pretrained(args.src)  # converted, resized, strict
         own = backbone.state_dict()
         state = {k: own[k] for k in backbone.pretrained_state_keys()}
-    tensors = {k: v.detach().cpu().contiguous().clone()
-               for k, v in state.items()}
-    with atomic_write(out) as f:
-        f.write(save(tensors, metadata=dict(format='pt')))
-    print(f'{out}: {len(tensors)} tensors, '
+    write_safetensors(out, state)
+    print(f'{out}: {len(state)} tensors, '
           f'{os.path.getsize(out) / 2**20:.1f} MiB')
 
 
