@@ -1,6 +1,7 @@
 """The analysis tools: linear CKA, effective receptive fields and ParaX
 expert activations (library functions and the three CLIs end to end on the
 demo config)."""
+import copy
 import importlib.util
 import json
 import os.path as osp
@@ -239,12 +240,20 @@ def test_strict_and_peft_checkpoints(demo, tmp_path):
 
     # a PEFT checkpoint loads over the config's pretrained backbone
     pretrained = build_model(cfg, 'pretrained')
-    peft_path = str(tmp_path / 'peft.pth')
-    save_peft_checkpoint(pretrained, peft_path)
+    peft_path = str(tmp_path / 'peft.safetensors')
+    save_peft_checkpoint(pretrained, peft_path, cfg)
     again = build_model(cfg, peft_path)
     expected = pretrained.state_dict()
     assert all(torch.equal(v, expected[k])
                for k, v in again.state_dict().items())
+    # ... with the method settings it records
+    other = copy.deepcopy(cfg)
+    other.model.backbone.peft.rank = cfg.model.backbone.peft.rank + 1
+    with pytest.raises(CheckpointMismatchError,
+                       match='other method settings') as error:
+        build_model(other, peft_path)
+    assert f'peft.rank: file {cfg.model.backbone.peft.rank} vs config ' \
+        f'{other.model.backbone.peft.rank}' in str(error.value)
     # ... and only over the backbone it was trained on
     save_peft_checkpoint(model, peft_path)  # a random backbone
     with pytest.raises(CheckpointMismatchError,

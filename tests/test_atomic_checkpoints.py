@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmparax.apis.peft_checkpoint import load_safetensors
 from mmparax.testing import run_tool, short_demo_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -102,6 +103,8 @@ def assert_complete(work_dir):
     for name in os.listdir(work_dir):
         if name.endswith('.pth'):
             torch.load(work_dir / name, map_location='cpu', weights_only=False)
+        elif name.endswith('.safetensors'):
+            load_safetensors(str(work_dir / name))
 
 
 def kill_in_save(config, work_dir, name, count):
@@ -122,7 +125,7 @@ def kill_in_save(config, work_dir, name, count):
 # (file, which write of it, iteration the resumed run starts from)
 KILLS = [
     ('iter_4.pth', 1, 2),
-    ('iter_4_peft.pth', 1, 4),
+    ('iter_4_peft.safetensors', 1, 4),
     ('best_mIoU_iter_2.pth', 1, 2),
     ('last_checkpoint', 3, 2),  # 1, 2: iter_2 and its re-save after best
 ]
@@ -143,13 +146,13 @@ def test_kill_during_save_resumes_from_last_complete_checkpoint(
     assert f'Iter(train) [{TOTAL}/{TOTAL}]' in log
     names = sorted(os.listdir(work_dir))
     assert not [n for n in names if n.endswith('.part')], names
-    assert f'iter_{TOTAL}.pth' in names and f'iter_{TOTAL}_peft.pth' in names
+    assert f'iter_{TOTAL}.pth' in names and f'iter_{TOTAL}_peft.safetensors' in names
     assert (work_dir / 'last_checkpoint').read_text().endswith(
         f'iter_{TOTAL}.pth')
     assert_complete(work_dir)
-    if name.endswith('_peft.pth'):  # written by the resumed run
+    if name.endswith('_peft.safetensors'):  # written by the resumed run
         assert re.search(rf'PEFT checkpoint \S*{name}', log)
     # the kept full checkpoints, each with its PEFT file
     full = [n for n in names if n.endswith('.pth') and '_peft' not in n]
-    assert sorted(n[:-4] + '_peft.pth' for n in full) == sorted(
-        n for n in names if n.endswith('_peft.pth'))
+    assert sorted(n[:-4] + '_peft.safetensors' for n in full) == sorted(
+        n for n in names if n.endswith('_peft.safetensors'))

@@ -282,3 +282,21 @@ def test_no_checkpoint_warns_random(tmp_path):
         assert not any('RANDOM' in r.getMessage() for r in handler.records)
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize('layout', ['microsoft', 'openmmlab'])
+def test_safetensors_checkpoint_file_loads_exactly(tmp_path, source, layout):
+    from safetensors.torch import save_file
+    weights = swin_to_microsoft(source) if layout == 'microsoft' else \
+        imagenet_part(source)
+    path = tmp_path / 'swin.safetensors'
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    model = build(path)
+    model.init_weights()
+    assert_frozen_equal(model, source)
+    # cut off: named as damaged
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(Exception, match='damaged') as info:
+        build(path).init_weights()
+    assert str(path) in str(info.value)

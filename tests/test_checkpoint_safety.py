@@ -1,6 +1,7 @@
 """Checkpoint loading never runs code from an untrusted file: remote schemes,
-trust of what a run wrote (not of its whole work dir), damaged files, and
-what the restricted loader reports it refused."""
+the files a run writes (weights-only with the Runner's allow-list), trust of
+only what the user names, damaged files, and what the restricted loader
+reports it refused."""
 import json
 import os
 import os.path as osp
@@ -15,15 +16,14 @@ from mmengine.runner import checkpoint as mm_checkpoint
 
 import mmparax
 from mmparax.apis import runtime, trusted_loading
-from mmparax.apis.trusted_loading import (MANIFEST_NAME, TRUST_ENV,
-                                          DamagedCheckpointError,
+from mmparax.apis.trusted_loading import (TRUST_ENV, DamagedCheckpointError,
                                           UntrustedCheckpointError,
-                                          install_manifest_hook,
                                           load_from_local, load_from_remote,
-                                          record_written_checkpoint,
                                           register_trusted_loader,
                                           trust_checkpoints)
-from mmparax.testing import tiny_swin_kwargs, tiny_swin_state_dict
+from mmparax.testing import (check_ok, check_weights_only, run_tool,
+                             short_demo_config, tiny_swin_kwargs,
+                             tiny_swin_state_dict)
 from mmparax.utils import restricted_load
 from mmparax.utils.restricted_load import (load_weights_file,
                                            refusal_reason, refused_global)
@@ -47,7 +47,6 @@ def safe_env(tmp_path, monkeypatch):
     loaders registered, and any download attempt an error."""
     monkeypatch.setattr(trusted_loading, '_trusted', [])
     monkeypatch.delenv(TRUST_ENV, raising=False)
-    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'key'))
     monkeypatch.setattr(CheckpointLoader, '_schemes',
                         dict(CheckpointLoader._schemes))
     hub = tmp_path / 'hub'
@@ -195,130 +194,35 @@ def test_unknown_scheme_is_refused(safe_env):
         load_weights_file('ftp://host/x.pth')
 
 
-# -- 2. trust what the run wrote, not its whole work dir ---------------------
+# -- 2. trust only what the user names ---------------------------------------
 
 
-def test_work_dir_is_not_trusted_wholesale(safe_env, tmp_path):
-    downloads = tmp_path / 'Downloads'
-    downloads.mkdir()
+def test_crafted_pickle_in_the_work_dir_is_refused(safe_env, tmp_path):
+    work_dir = tmp_path / 'work_dir'
+    work_dir.mkdir()
     marker = tmp_path / 'code_ran'
-    bad = crafted(downloads / 'file.pth', marker)
-    cfg = Config(dict(work_dir=str(downloads)))
-    runtime.setup_checkpoint_trust(cfg)
-    assert cfg.custom_hooks == [dict(type='mmparax.CheckpointManifestHook')]
-    runtime.setup_checkpoint_trust(cfg)
-    assert len(cfg.custom_hooks) == 1
+    bad = crafted(work_dir / 'iter_1.pth', marker)
+    runtime.setup_checkpoint_trust(Config(dict(work_dir=str(work_dir))))
     with pytest.raises(UntrustedCheckpointError) as info:
         load_from_local(str(bad), 'cpu')
     message = str(info.value)
     assert not marker.exists()
+    assert 'posix.mkdir' in message  # the global torch refused
     assert f'--trust-checkpoint {osp.realpath(bad)}' in message
-    assert MANIFEST_NAME in message and 'written before' in message
 
 
-def test_recorded_checkpoint_is_trusted_until_changed(safe_env, tmp_path):
-    work_dir = tmp_path / 'run'
-    work_dir.mkdir()
+def test_link_in_a_trusted_folder_to_a_file_elsewhere(safe_env, tmp_path):
     marker = tmp_path / 'code_ran'
-    ckpt = crafted(work_dir / 'iter_1.pth', marker)
-    manifest = record_written_checkpoint(str(ckpt))
-    assert manifest == osp.join(osp.realpath(work_dir), MANIFEST_NAME)
-    assert trusted_loading.trust_reason(str(ckpt)) == manifest
-    load_from_local(str(ckpt), 'cpu')
-    assert marker.exists()  # recorded: full unpickling
-    os.rmdir(marker)
-
-    # same name, other content: refused
-    crafted(ckpt, marker, weights={'w': torch.zeros(2)})
-    with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(ckpt), 'cpu')
-    # a copy under another name, a link to a recorded file elsewhere
-    record_written_checkpoint(str(ckpt))
+    (tmp_path / 'trusted').mkdir()
     other = crafted(tmp_path / 'evil.pth', marker)
-    (work_dir / 'iter_2.pth').symlink_to(other)
-    for path in (work_dir / 'iter_2.pth', tmp_path / 'evil.pth'):
-        with pytest.raises(UntrustedCheckpointError):
-            load_from_local(str(path), 'cpu')
-    assert not marker.exists()
-
-
-def test_manifest_sealed_by_another_key_is_not_trusted(
-        safe_env, tmp_path, monkeypatch):
-    # a work dir (manifest included) made on another machine or by someone
-    # else, then unpacked here, where our own key exists
-    marker = tmp_path / 'code_ran'
-    (tmp_path / 'ours').mkdir()
-    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'our_key'))
-    record_written_checkpoint(str(crafted(tmp_path / 'ours' / 'a.pth',
-                                          marker)))
-    ckpt = crafted(tmp_path / 'iter_4.pth', marker)
-    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'their_key'))
-    record_written_checkpoint(str(ckpt))
-    assert trusted_loading.trust_reason(str(ckpt))
-    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'our_key'))
-    assert trusted_loading._key(create=False) is not None
-    assert trusted_loading.trust_reason(str(ckpt)) is None
+    (tmp_path / 'trusted' / 'iter_2.pth').symlink_to(other)
+    trust_checkpoints(str(tmp_path / 'trusted'))
     with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(ckpt), 'cpu')
+        load_from_local(str(tmp_path / 'trusted' / 'iter_2.pth'), 'cpu')
     assert not marker.exists()
-
-
-def _edit_manifest(folder, edit):
-    path = folder / MANIFEST_NAME
-    data = json.loads(path.read_text())
-    edit(data['checkpoints'])
-    path.write_text(json.dumps(data))
-
-
-def test_manifest_edited_by_hand_is_not_trusted(safe_env, tmp_path):
-    work_dir = tmp_path / 'run'
-    work_dir.mkdir()
-    marker = tmp_path / 'code_ran'
-    ckpt = crafted(work_dir / 'iter_1.pth', marker)
-    record_written_checkpoint(str(ckpt))
-    assert trusted_loading.trust_reason(str(ckpt))
-    # other bytes under the recorded name, the entry's size and hash edited
-    # to match them (its seal kept)
-    crafted(ckpt, marker, weights={'w': torch.zeros(3)})
-    size, sha256 = osp.getsize(ckpt), trusted_loading._sha256(str(ckpt))
-    _edit_manifest(work_dir, lambda e: e['iter_1.pth'].update(
-        size=size, sha256=sha256))
-    # a new entry with the seal of another
-    other = crafted(work_dir / 'iter_2.pth', marker)
-    _edit_manifest(work_dir, lambda e: e.update({'iter_2.pth': dict(
-        e['iter_1.pth'], size=osp.getsize(other),
-        sha256=trusted_loading._sha256(str(other)))}))
-    for path in (ckpt, other):
-        assert trusted_loading.trust_reason(str(path)) is None
-        with pytest.raises(UntrustedCheckpointError):
-            load_from_local(str(path), 'cpu')
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize('key', [b'', b'\n', b'0123456789abcdef'])
-def test_empty_or_short_key_file_is_refused(safe_env, tmp_path, monkeypatch,
-                                            key):
-    key_file = tmp_path / 'key'  # the key file of safe_env
-    key_file.write_bytes(key)
-    work_dir = tmp_path / 'run'
-    work_dir.mkdir()
-    marker = tmp_path / 'code_ran'
-    ckpt = crafted(work_dir / 'iter_1.pth', marker)
-    # a manifest sealed with that key: anyone who can guess it can make one
-    size, sha256 = osp.getsize(ckpt), trusted_loading._sha256(str(ckpt))
-    (work_dir / MANIFEST_NAME).write_text(json.dumps(dict(
-        version=1, checkpoints={'iter_1.pth': dict(
-            size=size, sha256=sha256, mac=trusted_loading._seal(
-                key.strip(), 'iter_1.pth', size, sha256))})))
-    assert trusted_loading.trust_reason(str(ckpt)) is None
-    with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(ckpt), 'cpu')
-    assert not marker.exists()
-    # nor is it used to record, or replaced behind the user's back
-    logs = capture_logs(monkeypatch, trusted_loading)
-    assert record_written_checkpoint(str(ckpt)) is None
-    assert str(key_file) in logs[-1] and '32' in logs[-1]
-    assert key_file.read_bytes() == key
+    trust_checkpoints(str(other))  # named itself: foreign pickles load
+    load_from_local(str(tmp_path / 'trusted' / 'iter_2.pth'), 'cpu')
+    assert marker.exists()
 
 
 def test_trusted_folder_does_not_trust_a_name_it_prefixes(safe_env,
@@ -347,12 +251,12 @@ class _ToyModel(BaseModel):
         return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
 
 
-def _toy_runner(work_dir, max_iters, resume=False):
+def _toy_runner(work_dir, max_iters, resume=False, load_from=None):
     cfg = Config(
         dict(
             work_dir=str(work_dir),
             resume=resume,
-            load_from=None,
+            load_from=load_from,
             custom_hooks=[],
             default_hooks=dict(
                 checkpoint=dict(
@@ -372,26 +276,31 @@ def _toy_runner(work_dir, max_iters, resume=False):
         default_hooks=cfg.default_hooks,
         custom_hooks=cfg.custom_hooks,
         resume=cfg.resume,
-        experiment_name=f'toy_{max_iters}_{resume}')
+        load_from=cfg.load_from,
+        experiment_name=f'toy_{max_iters}_{resume}_{load_from is None}')
 
 
-def test_runner_records_its_checkpoints_and_resumes(safe_env, tmp_path):
+def test_runner_resumes_without_trust_or_key(safe_env, tmp_path):
     work_dir = tmp_path / 'work_dir'
     _toy_runner(work_dir, 2).train()
-    for name in ('iter_1.pth', 'iter_2.pth'):
-        assert trusted_loading.is_recorded_checkpoint(str(work_dir / name))
-    # mmengine's checkpoints need full unpickling (message_hub): a copy of
-    # one the run did not write is refused
+    assert not list(work_dir.glob('.*'))  # no manifest or record
+    # mmengine's checkpoints (message_hub: HistoryBuffer, numpy) load
+    # weights-only with the Runner's allow-list: a copy needs no trust
     copy = tmp_path / 'copy.pth'
     copy.write_bytes((work_dir / 'iter_2.pth').read_bytes())
-    with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(copy), 'cpu')
-    ckpt = load_from_local(str(work_dir / 'iter_2.pth'), 'cpu')
-    assert ckpt['meta']['iter'] == 2
+    assert load_from_local(str(copy), 'cpu')['meta']['iter'] == 2
     runner = _toy_runner(work_dir, 3, resume=True)  # last_checkpoint
     runner.train()
     assert runner.iter == 3
-    assert trusted_loading.is_recorded_checkpoint(str(work_dir / 'iter_3.pth'))
+
+
+def test_crafted_load_from_runs_no_code(safe_env, tmp_path):
+    marker = tmp_path / 'code_ran'
+    work_dir = tmp_path / 'work_dir'
+    bad = crafted(tmp_path / 'iter_2.pth', marker)
+    with pytest.raises(UntrustedCheckpointError, match='posix.mkdir'):
+        _toy_runner(work_dir, 1, load_from=str(bad)).train()
+    assert not marker.exists()
 
 
 # -- 3. damaged files --------------------------------------------------------
@@ -497,10 +406,65 @@ def test_refusal_names_the_global(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-def test_install_manifest_hook_keeps_other_hooks():
-    cfg = Config(dict(custom_hooks=[dict(type='mmparax.PEFTCheckHook')]))
-    install_manifest_hook(cfg)
-    install_manifest_hook(cfg)
-    assert [h['type'] for h in cfg.custom_hooks] == [
-        'mmparax.PEFTCheckHook', 'mmparax.CheckpointManifestHook'
-    ]
+# -- 5. what mmengine's Runner writes loads weights-only ---------------------
+
+
+def assert_weights_only(work_dir, tmp_path):
+    """Every ``.pth`` of ``work_dir`` loads weights-only with the Runner's
+    allow-list, and through ``load_from_local`` from a folder no run wrote
+    (no trust)."""
+    for name in check_weights_only(work_dir):
+        copy = tmp_path / 'elsewhere' / name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes((work_dir / name).read_bytes())
+        assert 'state_dict' in load_from_local(str(copy), 'cpu')
+
+
+@pytest.mark.parametrize('kind', ['peft_amp_rng', 'full_no_rng'])
+def test_runner_checkpoints_load_weights_only(safe_env, tmp_path, kind):
+    config = short_demo_config(str(tmp_path), total=2, interval=2,
+                               num_train=4, num_val=2)
+    args = ['--amp'] if kind == 'peft_amp_rng' else [
+        '--cfg-options', 'model.backbone.peft=None', 'custom_hooks=[]',
+        'default_hooks.rng_state.enabled=False']
+    work_dir = tmp_path / 'work'
+    env = dict(OMP_NUM_THREADS='1', XDG_CONFIG_HOME=str(tmp_path / 'cfg'))
+    check_ok(run_tool('train.py', config, '--work-dir', work_dir, *args,
+                      cwd=tmp_path, env=env))
+    assert_weights_only(work_dir, tmp_path)
+    checkpoint = load_from_local(str(work_dir / 'iter_2.pth'), 'cpu')
+    assert ('loss_scaler' in checkpoint['optimizer']) == (
+        kind == 'peft_amp_rng')
+    assert ('rng_states' in checkpoint) == (kind == 'peft_amp_rng')
+    has_peft = (work_dir / 'iter_2_peft.safetensors').exists()
+    assert has_peft == (kind == 'peft_amp_rng')
+
+
+class _Reaches:
+    """Unpickles to ``getattr(owner, name)``."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+@pytest.mark.parametrize('owner,name', [
+    ('HistoryBuffer', '__init__'), ('HistoryBuffer', '__class__'),
+    ('ndarray', 'min'),
+])
+def test_allow_list_reaches_only_history_buffer_statistics(
+        safe_env, tmp_path, owner, name):
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    owner = dict(HistoryBuffer=HistoryBuffer, ndarray=np.ndarray)[owner]
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)},
+                'x': _Reaches(owner, name)}, path)
+    with pytest.raises(UntrustedCheckpointError) as info:
+        load_from_local(str(path), 'cpu')
+    assert 'getattr' in str(info.value)
+    torch.save({'state_dict': {'w': torch.ones(1)},
+                'x': _Reaches(HistoryBuffer, 'mean')}, path)
+    assert load_from_local(str(path), 'cpu')['x'] is HistoryBuffer.mean

@@ -20,7 +20,9 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 from PIL import Image
 
-from mmparax.testing import check_ok, run_tool, write_checkpoint
+from mmparax.apis.peft_checkpoint import load_safetensors
+from mmparax.testing import (check_ok, check_weights_only, run_tool,
+                             write_checkpoint)
 from mmparax.testing.classification import (CIFAR100_SUPERCLASSES,
                                             UncheckedCIFAR100, make_cifar100,
                                             make_food101_raw,
@@ -597,6 +599,7 @@ def test_tiny_parax_vit_train_then_test(tmp_path):
     assert 'converting a timm / Google / MAE-layout checkpoint' in log
     assert 'trainable params' in log  # PEFTCheckHook passed
     assert 'Epoch(train) [2][4/4]' in log
+    check_weights_only(work_dir)  # no trust needed to resume
     assert re.search(r'Epoch\(val\) \[2\]\[2/2\]\s+accuracy/top1', log)
 
     state = torch.load(work_dir / 'epoch_2.pth', map_location='cpu',
@@ -604,13 +607,13 @@ def test_tiny_parax_vit_train_then_test(tmp_path):
     for key, value in pretrained.items():  # the backbone stays frozen
         assert torch.equal(state['backbone.' + key], value), key
     assert any(k.startswith('backbone.expert_centers.') for k in state)
-    peft = torch.load(work_dir / 'epoch_2_peft.pth', map_location='cpu',
-                      weights_only=False)['state_dict']
+    peft = load_safetensors(
+        str(work_dir / 'epoch_2_peft.safetensors'))['state_dict']
     assert 'head.fc.weight' in peft and 'neck.bn.running_mean' in peft
     assert not any('backbone.' + k in peft for k in pretrained)
     assert glob.glob(str(work_dir / 'best_accuracy_top1_epoch_*.pth'))
 
-    for i, ckpt in enumerate(('epoch_2.pth', 'epoch_2_peft.pth')):
+    for i, ckpt in enumerate(('epoch_2.pth', 'epoch_2_peft.safetensors')):
         test_dir = tmp_path / f'test{i}'
         proc = run_tool('test.py', config, work_dir / ckpt, '--work-dir',
                         test_dir, *options, cwd=tmp_path)

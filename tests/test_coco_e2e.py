@@ -19,7 +19,8 @@ import re
 import pytest
 import torch
 
-from mmparax.testing import (check_ok, convnext_to_facebook,
+from mmparax.testing import (check_ok, check_weights_only,
+                             convnext_to_facebook,
                              make_coco_instance, make_coco_panoptic, run_tool,
                              swin_to_microsoft, tiny_convnext_state_dict,
                              tiny_swin_state_dict, write_checkpoint)
@@ -113,6 +114,7 @@ def test_train_then_test(assets, task, tmp_path):
     log = proc.stdout + proc.stderr
     assert 'trainable params' in log  # PEFTCheckHook passed
     assert 'converting a' in log  # the official layout was converted
+    check_weights_only(work_dir)  # no trust needed to resume
     first, last = (load_state(work_dir / f'iter_{i}.pth') for i in (1, 2))
 
     # every pretrained backbone tensor is saved unchanged

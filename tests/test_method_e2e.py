@@ -6,7 +6,7 @@ from random checkpoints in the official Microsoft / Facebook layouts; the
 data is a tiny ADE20K set (150 classes) of 64x64 images. Each run must
 load the checkpoint, pass the PEFT check, leave every pretrained tensor
 untouched, train the method's parameters, write the method-only
-``*_peft.pth`` file, and give a finite mIoU through tools/test.py.
+``*_peft.safetensors`` file, and give a finite mIoU through tools/test.py.
 """
 import glob
 import json
@@ -17,6 +17,7 @@ import re
 import pytest
 import torch
 
+from mmparax.apis.peft_checkpoint import load_safetensors
 from mmparax.testing import (check_ok, convnext_to_facebook, make_ade20k,
                              run_tool, swin_to_microsoft,
                              tiny_convnext_state_dict, tiny_swin_state_dict,
@@ -104,8 +105,8 @@ def test_two_iterations_then_test(assets, name, tmp_path):
     method = [k for k in state
               if k.startswith('backbone.') and method_key in k]
     assert method, f'no {method_key!r} parameter in the checkpoint'
-    peft = torch.load(work_dir / 'iter_2_peft.pth', map_location='cpu',
-                      weights_only=False)['state_dict']
+    peft = load_safetensors(
+        str(work_dir / 'iter_2_peft.safetensors'))['state_dict']
     assert set(method) <= set(peft)
     assert not set(peft) & set(pretrained)
 

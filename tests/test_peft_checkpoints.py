@@ -13,7 +13,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
-                                          peft_checkpoint)
+                                          load_safetensors, peft_checkpoint,
+                                          save_peft_checkpoint)
 from mmparax.testing import (check_ok, make_ade20k, run_tool,
                              swin_to_microsoft, tiny_convnext_state_dict,
                              tiny_swin_state_dict, write_checkpoint)
@@ -63,11 +64,12 @@ def run(tmp_path_factory):
                 work_dir=work_dir)
 
 
-def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None):
+def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None,
+             config=TINY_CFG):
     tmp_path.mkdir(parents=True, exist_ok=True)
     return run_tool(
-        'test.py', TINY_CFG, checkpoint, '--work-dir', tmp_path / 'test',
-        '--trust-checkpoint', checkpoint,
+        'test.py', *([config] if config else []), checkpoint, '--work-dir',
+        tmp_path / 'test', '--trust-checkpoint', checkpoint,
         *options(run['data_root'], pretrained or run['pretrained'], *extra),
         cwd=tmp_path)
 
@@ -75,11 +77,21 @@ def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None):
 def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
         run, tmp_path):
     full = run['work_dir'] / 'iter_2.pth'
-    small = run['work_dir'] / 'iter_2_peft.pth'
+    small = run['work_dir'] / 'iter_2_peft.safetensors'
     assert full.exists() and small.exists()
-    checkpoint = torch.load(small, map_location='cpu', weights_only=True)
+    assert not (run['work_dir'] / 'iter_2_peft.pth').exists()
+    checkpoint = load_safetensors(str(small))
     info = checkpoint['meta'][PEFT_META]
     assert info['backbone'] == 'Swin' and info['method'].startswith('ParaX(')
+    cfg = Config.fromfile(TINY_CFG)
+    assert info['peft'] == json.loads(json.dumps(cfg.model.backbone.peft))
+    assert info['host'] == dict(type=cfg.model.backbone.type,
+                                arch=cfg.model.backbone.get('arch'))
+    meta = checkpoint['meta']
+    assert meta['dataset_meta']['classes'][:2] == ['wall', 'building']
+    assert len(meta['dataset_meta']['palette']) == 150
+    assert meta['mmparax_version'] and meta['full_checkpoint'] == 'iter_2.pth'
+    assert str(run['data_root']) in meta['cfg']  # the resolved config
     assert not any(
         k.startswith('backbone.') and '.adapter' not in k
         and 'expert_centers' not in k and not re.match(r'backbone\.norm\d',
@@ -101,7 +113,7 @@ def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
 
 
 def test_export_equals_the_file_written_in_training(run, tmp_path):
-    out = tmp_path / 'exported.pth'
+    out = tmp_path / 'exported.safetensors'
     proc = run_tool(
         osp.join('model_converters', 'export_peft.py'), TINY_CFG,
         run['work_dir'] / 'iter_2.pth', out, '--trust-checkpoint',
@@ -111,15 +123,17 @@ def test_export_equals_the_file_written_in_training(run, tmp_path):
     # the upstream notices the other tools hide
     assert 'avg_non_ignore' not in proc.stderr
     assert 'build_loss' not in proc.stderr
-    exported = torch.load(out, map_location='cpu', weights_only=True)
-    written = torch.load(
-        run['work_dir'] / 'iter_2_peft.pth', map_location='cpu',
-        weights_only=True)
+    exported = load_safetensors(str(out))
+    written = load_safetensors(str(run['work_dir'] /
+                                   'iter_2_peft.safetensors'))
     assert exported['state_dict'].keys() == written['state_dict'].keys()
     for key, value in written['state_dict'].items():
         assert torch.equal(exported['state_dict'][key], value), key
-    assert exported['meta'][PEFT_META]['pretrained_fingerprint'] == \
-        written['meta'][PEFT_META]['pretrained_fingerprint']
+    for key in ('pretrained_fingerprint', 'peft', 'host'):
+        assert exported['meta'][PEFT_META][key] == \
+            written['meta'][PEFT_META][key]
+    assert exported['meta']['dataset_meta'] == \
+        written['meta']['dataset_meta']
 
 
 def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
@@ -152,9 +166,12 @@ def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
     assert 'shapes differ' in proc.stderr
     assert 'adapter1.proj.weight: checkpoint (8, 8) vs model (4, 4)' \
         in proc.stderr
-    small = evaluate(run, run['work_dir'] / 'iter_2_peft.pth',
+    small = evaluate(run, run['work_dir'] / 'iter_2_peft.safetensors',
                      tmp_path / 's', *rank4)
-    assert small.returncode != 0 and 'shapes differ' in small.stderr
+    assert small.returncode != 0 and 'shapes differ' not in small.stderr
+    assert 'other method settings' in small.stderr
+    assert 'peft.rank: file 8 vs config 4' in small.stderr
+    assert 'Iter(test)' not in small.stdout
     resumed = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'resume', '--resume',
         run['work_dir'] / 'iter_2.pth', '--trust-checkpoint',
@@ -171,11 +188,12 @@ def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
         str(tmp_path / 'other_swin.pth'),
         swin_to_microsoft(tiny_swin_state_dict(seed=1)),
         wrapper='model')
-    proc = evaluate(run, run['work_dir'] / 'iter_2_peft.pth', tmp_path,
-                    pretrained=other)
+    proc = evaluate(run, run['work_dir'] / 'iter_2_peft.safetensors',
+                    tmp_path, pretrained=other)
     assert proc.returncode != 0
     assert 'fingerprint' in proc.stderr and str(other) in proc.stderr
-    full = evaluate(run, run['work_dir'] / 'iter_2_peft.pth', tmp_path / 'f')
+    full = evaluate(run, run['work_dir'] / 'iter_2_peft.safetensors',
+                    tmp_path / 'f')
     check_ok(full)
 
 
@@ -221,9 +239,10 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
                      'default_hooks.checkpoint.max_keep_ckpts=1'),
             cwd=tmp_path))
     # the best checkpoint (validation at iteration 2) gets one too
-    assert sorted(p.name for p in work_dir.glob('*.pth')) == [
-        'best_mIoU_iter_2.pth', 'best_mIoU_iter_2_peft.pth', 'iter_2.pth',
-        'iter_2_peft.pth'
+    assert sorted(p.name for p in work_dir.glob('*')
+                  if p.suffix in ('.pth', '.safetensors')) == [
+        'best_mIoU_iter_2.pth', 'best_mIoU_iter_2_peft.safetensors',
+        'iter_2.pth', 'iter_2_peft.safetensors'
     ]
 
 
@@ -308,7 +327,8 @@ def test_check_hook_arguments_names_the_unknown_key(hooks, where, key,
                          'mmseg', Runner.save_checkpoint)
 
 
-@pytest.mark.parametrize('name', ['best_mIoU_iter_2.pth', 'iter_2_peft.pth'])
+@pytest.mark.parametrize('name',
+                         ['best_mIoU_iter_2.pth', 'iter_2_peft.safetensors'])
 def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
     proc = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'resume', '--resume',
@@ -329,12 +349,120 @@ def test_resumed_run_keeps_the_peft_files_it_resumed_from(run, tmp_path):
         run_tool('train.py', TINY_CFG, '--work-dir', work_dir,
                  *options(run['data_root'], run['pretrained']),
                  cwd=tmp_path))
-    before = {p.name: p.read_bytes() for p in work_dir.glob('*_peft.pth')}
-    assert set(before) == {'iter_2_peft.pth', 'best_mIoU_iter_2_peft.pth'}
+    before = {p.name: p.read_bytes() for p in work_dir.glob('*_peft.*')}
+    assert set(before) == {
+        'iter_2_peft.safetensors', 'best_mIoU_iter_2_peft.safetensors'
+    }
     check_ok(
         run_tool('train.py', TINY_CFG, '--work-dir', work_dir, '--resume',
                  *options(run['data_root'], run['pretrained'],
                           'train_cfg.max_iters=3'), cwd=tmp_path))
-    assert (work_dir / 'iter_3_peft.pth').exists()
+    assert (work_dir / 'iter_3_peft.safetensors').exists()
     for name, data in before.items():
         assert (work_dir / name).read_bytes() == data, name
+
+
+def test_peft_file_alone_rebuilds_its_model(run, tmp_path):
+    """tools/test.py FILE: the config the file records, the pretrained
+    backbone of its checkpoint_file, the same metrics as with the config."""
+    small = run['work_dir'] / 'iter_2_peft.safetensors'
+    alone = run_tool('test.py', small, '--work-dir', tmp_path / 'alone' /
+                     'test', '--out-metrics', tmp_path / 'm.json',
+                     cwd=tmp_path)
+    check_ok(alone)
+    assert 'Load PEFT checkpoint' in alone.stdout + alone.stderr
+    with_config = evaluate(run, small, tmp_path / 'config')
+    check_ok(with_config)
+    assert metrics_of(tmp_path / 'alone' / 'test') == \
+        metrics_of(tmp_path / 'config' / 'test')
+    record = json.loads((tmp_path / 'm.json').read_text())
+    assert record['config']['path'] == f'recorded in {small}'
+    # its pretrained backbone is still checked by fingerprint
+    other = write_checkpoint(
+        str(tmp_path / 'other_swin.pth'),
+        swin_to_microsoft(tiny_swin_state_dict(seed=1)), wrapper='model')
+    proc = run_tool('test.py', small, '--work-dir', tmp_path / 'other',
+                    '--cfg-options',
+                    f'model.backbone.init_cfg.checkpoint={other}',
+                    cwd=tmp_path)
+    assert proc.returncode != 0 and 'fingerprint' in proc.stderr
+    # a full checkpoint alone names what to give
+    proc = run_tool('test.py', run['work_dir'] / 'iter_2.pth', cwd=tmp_path)
+    assert proc.returncode != 0
+    assert 'give a checkpoint after the config' in proc.stderr
+
+
+def test_old_pickled_peft_file_still_loads(run, tmp_path):
+    """A ``*_peft.pth`` of an older run (a pickle of tensors and plain
+    values, no recorded settings) evaluates weights-only."""
+    written = load_safetensors(str(run['work_dir'] /
+                                   'iter_2_peft.safetensors'))
+    info = dict(written['meta'][PEFT_META])
+    for key in ('peft', 'host'):
+        info.pop(key)
+    old = tmp_path / 'iter_2_peft.pth'
+    torch.save(dict(state_dict=written['state_dict'],
+                    meta={PEFT_META: info, 'iter': 2}), old)
+    proc = evaluate(run, old, tmp_path / 'old')
+    check_ok(proc)
+    assert 'Load PEFT checkpoint' in proc.stdout + proc.stderr
+    assert metrics_of(tmp_path / 'old' / 'test') == metrics_of_full(
+        run, tmp_path)
+
+
+def metrics_of_full(run, tmp_path):
+    check_ok(evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path / 'full'))
+    return metrics_of(tmp_path / 'full' / 'test')
+
+
+def test_damaged_peft_file_is_named(run, tmp_path):
+    data = (run['work_dir'] / 'iter_2_peft.safetensors').read_bytes()
+    cut = tmp_path / 'cut_peft.safetensors'
+    cut.write_bytes(data[:len(data) // 2])
+    proc = evaluate(run, cut, tmp_path / 'cut')
+    assert proc.returncode != 0
+    assert 'DamagedCheckpointError' in proc.stderr and str(cut) in \
+        proc.stderr
+    assert f'{len(data) // 2:,} bytes' in proc.stderr
+
+
+def test_save_peft_checkpoint_writes_safetensors_only(tmp_path):
+    import mmparax  # noqa: F401
+    cfg = Config.fromfile(TINY_CFG)
+    init_default_scope('mmseg')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    with pytest.raises(ValueError, match=r'name it \*\.safetensors'):
+        save_peft_checkpoint(model, str(tmp_path / 'a_peft.pth'), cfg)
+    path = str(tmp_path / 'a_peft.safetensors')
+    written = save_peft_checkpoint(model, path, cfg)
+    loaded = load_safetensors(path)
+    assert loaded['meta'][PEFT_META] == json.loads(
+        json.dumps(written['meta'][PEFT_META]))
+    for key, value in written['state_dict'].items():
+        assert torch.equal(loaded['state_dict'][key], value), key
+
+
+def test_to_safetensors_pretrained_and_full(run, tmp_path):
+    """The pretrained file converted once evaluates a PEFT file to the same
+    metrics; a full checkpoint converted evaluates like the .pth."""
+    converter = osp.join('model_converters', 'to_safetensors.py')
+    pretrained = tmp_path / 'swin.safetensors'
+    check_ok(run_tool(converter, TINY_CFG, run['pretrained'], pretrained,
+                      cwd=tmp_path))
+    small = run['work_dir'] / 'iter_2_peft.safetensors'
+    check_ok(evaluate(run, small, tmp_path / 'st', pretrained=pretrained))
+    full = tmp_path / 'iter_2.safetensors'
+    check_ok(run_tool(converter, TINY_CFG, run['work_dir'] / 'iter_2.pth',
+                      full, '--full', cwd=tmp_path))
+    check_ok(evaluate(run, full, tmp_path / 'full_st'))
+    reference = metrics_of_full(run, tmp_path)
+    assert metrics_of(tmp_path / 'st' / 'test') == reference
+    assert metrics_of(tmp_path / 'full_st' / 'test') == reference
+    # a file that is not a full checkpoint of the model: refused, nothing
+    # written
+    other = tmp_path / 'other.safetensors'
+    proc = run_tool(converter, TINY_CFG, run['pretrained'], other, '--full',
+                    cwd=tmp_path)
+    assert proc.returncode != 0 and 'does not fit' in proc.stderr
+    assert not other.exists()

@@ -350,7 +350,7 @@ def test_tiny_run_keeps_the_best_checkpoint(tmp_path):
         'train_cfg.max_iters=2', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-5000:]
     names = {p.name for p in work_dir.glob('*.pth')}
-    assert {'iter_2.pth', 'iter_2_peft.pth', 'best_mIoU_iter_2.pth'} <= names
+    assert {'iter_2.pth', 'iter_2_peft.safetensors', 'best_mIoU_iter_2.pth'} <= names
     assert 'The best checkpoint with' in proc.stdout + proc.stderr
     best = torch.load(
         work_dir / 'best_mIoU_iter_2.pth', map_location='cpu',

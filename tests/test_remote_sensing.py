@@ -31,6 +31,7 @@ import yaml
 from mmengine.config import Config
 from PIL import Image
 
+from mmparax.apis.peft_checkpoint import load_safetensors
 from mmparax.testing import (check_ok, run_tool, swin_to_microsoft,
                              tiny_swin_state_dict, write_checkpoint)
 from mmparax.testing.remote_sensing import (make_loveda, make_loveda_raw,
@@ -459,8 +460,8 @@ def test_parax_config_two_iterations_then_test(e2e_assets, data, tmp_path):
     }
     for key, value in pretrained.items():
         assert torch.equal(state[key], value), key
-    peft = torch.load(work_dir / 'iter_2_peft.pth', map_location='cpu',
-                      weights_only=False)['state_dict']
+    peft = load_safetensors(
+        str(work_dir / 'iter_2_peft.safetensors'))['state_dict']
     assert any('expert_centers' in k for k in peft)
     assert not set(peft) & set(pretrained)
 

@@ -18,7 +18,7 @@ import torch
 
 from mmparax.engine.hooks.rng_state_hook import (get_rng_state,
                                                  set_rng_state)
-from mmparax.testing import run_tool, short_demo_config
+from mmparax.testing import check_weights_only, run_tool, short_demo_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOTAL, INTERVAL = 8, 4  # iterations; checkpoint interval
@@ -82,11 +82,20 @@ def differing(state_a, state_b):
     return [k for k in state_a if not torch.equal(state_a[k], state_b[k])]
 
 
-def test_killed_and_resumed_run_is_bit_identical(config, tmp_path):
+def test_killed_and_resumed_run_is_bit_identical(config, tmp_path,
+                                                  monkeypatch):
+    # no key, no record: nothing but the work dir is needed to resume
+    config_home = tmp_path / 'config_home'
+    config_home.mkdir()
+    monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))
     train(config, tmp_path / 'straight')
     log = train_killed(config, tmp_path / 'killed')
     assert 'RNGStateHook: restored the RNG states' in log
     assert 'NOT bit-identical' not in log
+    assert 'weights_only=False' not in log
+    assert not (config_home / 'mmparax').exists()  # no key made
+    assert not list((tmp_path / 'killed').glob('.*'))
+    check_weights_only(tmp_path / 'killed')
     ckpt, state = final_state(tmp_path / 'killed')
     _, reference = final_state(tmp_path / 'straight')
     assert len(state) > 100

@@ -73,7 +73,6 @@ class FirstIterState(Hook):
 @pytest.fixture
 def trust(tmp_path, monkeypatch):
     monkeypatch.setattr(trusted_loading, '_trusted', [])
-    monkeypatch.setenv(trusted_loading.KEY_ENV, str(tmp_path / 'key'))
     monkeypatch.setattr(CheckpointLoader, '_schemes',
                         dict(CheckpointLoader._schemes))
 

@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from mmparax.apis.peft_checkpoint import load_safetensors
 import yaml
 from mmengine.config import Config
 
@@ -327,8 +329,8 @@ def test_tiny_setr_trains_and_tests(tmp_path):
               for m in [re.match(r'backbone\.expert_centers\.(\d+)\.', k)]
               if m}
     assert groups == {0, 1, 2, 3}  # blocks (1-2, 3, 4-5, 6)
-    peft = torch.load(work_dir / 'iter_2_peft.pth', map_location='cpu',
-                      weights_only=False)['state_dict']
+    peft = load_safetensors(
+        str(work_dir / 'iter_2_peft.safetensors'))['state_dict']
     assert any('adapter' in k for k in peft)
     assert not set(peft) & {'backbone.' + k for k in frozen}
 

@@ -114,18 +114,17 @@ def test_train_keeps_backbone_frozen(trained):
 
 
 def test_test_py_loads_runner_checkpoint(trained, tmp_path):
-    # a Runner checkpoint outside the work dir, trusted by the flag
+    # a Runner checkpoint outside the work dir, weights-only, no trust
     ckpt = tmp_path / 'elsewhere' / 'iter_4.pth'
     ckpt.parent.mkdir()
     shutil.copy(trained['work_dir'] / 'iter_4.pth', ckpt)
     work_dir, out = tmp_path / 'test_wd', tmp_path / 'preds'
     proc = run_tool(
         'test.py', TINY_CFG, ckpt, '--work-dir', work_dir, '--out', out,
-        '--trust-checkpoint', ckpt,
         *data_options(trained['data_root'], trained['pretrained']),
         cwd=tmp_path)
     check_ok(proc)
-    assert 'weights_only=False' in proc.stdout + proc.stderr
+    assert 'weights_only=False' not in proc.stdout + proc.stderr
     (metrics_file, ) = glob.glob(str(work_dir / '*' / '*.json'))
     with open(metrics_file) as f:
         metrics = json.load(f)
@@ -135,9 +134,16 @@ def test_test_py_loads_runner_checkpoint(trained, tmp_path):
     assert len(glob.glob(str(out / '*.png'))) == 4
 
 
-def test_test_py_refuses_untrusted_runner_checkpoint(trained, tmp_path):
+def test_test_py_refuses_untrusted_foreign_pickle(trained, tmp_path):
+    import argparse
+
+    from mmparax.utils.runner_globals import RUNNER_GLOBALS
+    with torch.serialization.safe_globals(RUNNER_GLOBALS):
+        checkpoint = torch.load(trained['work_dir'] / 'iter_4.pth',
+                                weights_only=True)
+    checkpoint['meta']['args'] = argparse.Namespace(lr=0.1)  # foreign
     ckpt = tmp_path / 'downloaded.pth'
-    shutil.copy(trained['work_dir'] / 'iter_4.pth', ckpt)
+    torch.save(checkpoint, ckpt)
     proc = run_tool(
         'test.py', TINY_CFG, ckpt, '--work-dir', tmp_path / 'wd',
         *data_options(trained['data_root'], trained['pretrained']),
@@ -146,7 +152,14 @@ def test_test_py_refuses_untrusted_runner_checkpoint(trained, tmp_path):
     err = proc.stderr
     assert 'UntrustedCheckpointError' in err
     assert f'--trust-checkpoint {osp.realpath(ckpt)}' in err
-    assert 'HistoryBuffer' in err and TRUST_ENV in err
+    assert 'argparse.Namespace' in err and TRUST_ENV in err
+    trusted = run_tool(
+        'test.py', TINY_CFG, ckpt, '--work-dir', tmp_path / 'wd2',
+        '--trust-checkpoint', ckpt,
+        *data_options(trained['data_root'], trained['pretrained']),
+        cwd=tmp_path)
+    check_ok(trusted)
+    assert 'weights_only=False' in trusted.stdout + trusted.stderr
 
 
 def test_resume_continues_from_saved_iteration(trained):
@@ -298,15 +311,15 @@ def test_missing_file(clean_trust, tmp_path):
         load_from_local(str(tmp_path / 'nope.pth'), None)
 
 
-def test_tools_trust_flag_and_record_what_the_run_writes(clean_trust,
-                                                         tmp_path):
+def test_tools_trust_flag_only(clean_trust, tmp_path):
     cfg = runtime.load_config(TINY_CFG)
     assert cfg.work_dir == osp.join('./work_dirs', TINY_NAME)
+    hooks = list(cfg.get('custom_hooks', []))
     runtime.setup_checkpoint_trust(cfg, [str(tmp_path / 'a.pth')])
-    # the work dir is not trusted as a whole: the run records its own files
+    # the work dir is not trusted: its checkpoints load weights-only
     assert trusted_loading.trust_reason(
         osp.join(cfg.work_dir, 'iter_8.pth')) is None
-    assert dict(type='mmparax.CheckpointManifestHook') in cfg.custom_hooks
+    assert list(cfg.get('custom_hooks', [])) == hooks
     assert trusted_loading.trust_reason(str(tmp_path / 'a.pth'))
     assert trusted_loading.trust_reason(str(tmp_path / 'b.pth')) is None
     assert trusted_loading.trust_reason('./work_dirs/other/x.pth') is None

@@ -1,19 +1,26 @@
 """Evaluate a checkpoint with an mmparax (mmseg / mmdet / mmpretrain)
-config."""
+config: ``tools/test.py CONFIG CHECKPOINT``, or ``tools/test.py
+FILE_peft.safetensors`` to rebuild the model from the config the PEFT file
+records."""
 import argparse
+import os.path as osp
 import time
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmparax.apis import (add_run_arguments, build_runner, finish_run,
                           load_config, parse_run_args, set_out,
                           set_show_dir, setup_run)
+from mmparax.apis.peft_checkpoint import ADAPTER_EXT, recorded_config
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'config',
+        help='config file, or a PEFT .safetensors file alone (its recorded '
+        'config is used)')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint file')
     parser.add_argument(
         '--work-dir',
         help='folder of logs and the metrics json (default: '
@@ -52,6 +59,16 @@ def set_cls_show_dir(cfg, show_dir):
 def main(argv=None):
     silence_upstream_warnings()
     args = parse_args(argv)
+    if args.checkpoint is None:
+        if not args.config.endswith(ADAPTER_EXT):
+            raise SystemExit(
+                f'tools/test.py {args.config}: give a checkpoint after the '
+                f'config, or a PEFT {ADAPTER_EXT} file alone')
+        args.config, args.checkpoint = recorded_config(args.config), \
+            args.config
+        if args.work_dir is None:
+            args.work_dir = osp.join('./work_dirs', osp.splitext(
+                osp.basename(args.checkpoint))[0])
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     if args.partial_load:

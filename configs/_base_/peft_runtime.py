@@ -8,5 +8,5 @@
 head_init = 'constructor'
 custom_hooks = [
     dict(type='mmparax.PEFTCheckHook'),  # checks the freeze, logs # P
-    dict(type='mmparax.PEFTCheckpointHook')  # adapter-only *_peft.pth files
+    dict(type='mmparax.PEFTCheckpointHook')  # *_peft.safetensors adapter files
 ]

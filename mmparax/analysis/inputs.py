@@ -36,7 +36,8 @@ from mmengine.utils import ProgressBar
 
 from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
                                           is_peft_checkpoint,
-                                          pretrained_fingerprint)
+                                          pretrained_fingerprint,
+                                          settings_problems)
 from mmparax.apis.runner import CheckpointMismatchError
 from mmparax.apis.runtime import apply_cfg_options
 from mmparax.apis.trusted_loading import (TRUST_FLAG, register_trusted_loader,
@@ -143,8 +144,8 @@ def add_image_arguments(parser, split: bool = True) -> None:
         action='append',
         default=[],
         metavar='PATH',
-        help='a checkpoint (or folder) that may be fully unpickled; '
-        'checkpoints this machine\'s runs wrote are trusted already')
+        help='a foreign pickle (or folder of them) that may be fully '
+        'unpickled; checkpoints of runs and safetensors files need no trust')
     parser.add_argument(
         '--out-dir', required=True, help='folder of the figures and numbers')
 
@@ -298,6 +299,11 @@ def load_checkpoint_strict(model: nn.Module, cfg: Config, filename: str,
             raise CheckpointMismatchError(
                 f'{filename} is a PEFT (adapter-only) checkpoint, but the '
                 f'backbone of {config_name(cfg)} hosts no PEFT method')
+        settings = settings_problems(checkpoint, cfg)
+        if settings:
+            raise CheckpointMismatchError(
+                f'{filename} was trained with other method settings than '
+                f'those of {config_name(cfg)}:\n' + '\n'.join(settings))
         _load_pretrained_backbone(model, cfg,
                                   f'the PEFT checkpoint {filename}')
         expected = checkpoint['meta'][PEFT_META]['pretrained_fingerprint']

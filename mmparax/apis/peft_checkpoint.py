@@ -9,25 +9,35 @@ Two kinds of checkpoint load into an mmparax model:
   and the heads, plus ``meta['mmparax_peft']`` with the fingerprint of the
   pretrained backbone it was trained on. The frozen backbone comes from the
   config's pretrained checkpoint, and the fingerprint proves it is the same.
-  It holds only tensors and plain values: ``torch.load(weights_only=True)``
-  reads it.
+  It is a safetensors file (``*_peft.safetensors``, no code can run on
+  loading), whose header records the method settings (``peft=dict(...)`` of
+  the config, as JSON), the host type and architecture, the fingerprint,
+  ``dataset_meta``, the mmparax version and the resolved config text, so a
+  file says what it is and ``tools/test.py FILE`` rebuilds its model.
+  The pickled ``*_peft.pth`` of older runs load weights-only.
 
 :func:`checkpoint_problems` lists, for either kind, the keys that are missing,
 unexpected or of another shape: loading is strict unless asked otherwise.
 """
 import hashlib
+import json
 import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.model import is_model_wrapper
 
-from mmparax.utils.atomic_file import atomic_torch_save
 from mmparax.utils.checkpoint import fit_problems
+from mmparax.utils.safetensors_file import SAFETENSORS_EXT as ADAPTER_EXT
+from mmparax.utils.safetensors_file import (read_safetensors,
+                                            write_safetensors)
+from mmparax.version import __version__
 
 PEFT_META = 'mmparax_peft'
+PEFT_SUFFIX = '_peft'
 
 
 def _model(model: nn.Module) -> nn.Module:
@@ -62,9 +72,45 @@ def pretrained_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _plain(value):
+    """``value`` as JSON values (tuples become lists)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value):
+    if hasattr(value, 'tolist'):  # numpy / torch arrays and scalars
+        return value.tolist()
+    raise TypeError(f'{type(value).__name__} {value!r} is not a JSON value')
+
+
+def peft_settings(cfg: Config) -> Optional[dict]:
+    """``model.backbone.peft`` of ``cfg`` as a plain dict (None if none)."""
+    peft = cfg.get('model', {}).get('backbone', {}).get('peft')
+    return None if peft is None else _plain(peft)
+
+
+def settings_problems(checkpoint: dict, cfg: Config) -> List[str]:
+    """The method settings a PEFT file recorded that differ from those of
+    ``cfg``: one line per key (files without a record: none)."""
+    recorded = checkpoint['meta'][PEFT_META].get('peft')
+    if recorded is None:
+        return []
+    own = peft_settings(cfg) or {}
+    missing = object()
+    return [
+        f'  peft.{key}: file {recorded.get(key, missing)!r} vs config '
+        f'{own.get(key, missing)!r}'.replace(repr(missing), '(absent)')
+        for key in sorted(set(recorded) | set(own))
+        if recorded.get(key, missing) != own.get(key, missing)
+    ]
+
+
 def peft_checkpoint(model: nn.Module,
-                    meta: Optional[dict] = None) -> Dict[str, object]:
-    """The PEFT checkpoint of ``model``: ``{'state_dict', 'meta'}``."""
+                    meta: Optional[dict] = None,
+                    cfg: Optional[Config] = None) -> Dict[str, object]:
+    """The PEFT checkpoint of ``model``: ``{'state_dict', 'meta'}``; with
+    the config it was built from, ``meta`` also records the method settings,
+    the host, ``cfg`` (the resolved text) and the mmparax version."""
     host = _host(model)
     if host is None or host.peft is None:
         raise ValueError(
@@ -81,20 +127,83 @@ def peft_checkpoint(model: nn.Module,
         pretrained_fingerprint=pretrained_fingerprint(model),
         num_tensors=len(state),
         num_elements=sum(v.numel() for v in state.values()))
-    return dict(
-        state_dict=state, meta=dict(meta or {}, **{PEFT_META: info}))
+    meta = dict(meta or {}, mmparax_version=__version__)
+    if cfg is not None:
+        backbone = cfg.model.backbone
+        info.update(
+            peft=peft_settings(cfg),
+            host=dict(type=backbone.type, arch=_plain(backbone.get('arch'))))
+        meta['cfg'] = cfg.pretty_text
+    return dict(state_dict=state, meta=dict(meta, **{PEFT_META: info}))
+
+
+def peft_path(full: str) -> str:
+    """``work/iter_8.pth`` -> ``work/iter_8_peft.safetensors``."""
+    return osp.splitext(full)[0] + PEFT_SUFFIX + ADAPTER_EXT
 
 
 def save_peft_checkpoint(model: nn.Module, path: str,
+                         cfg: Optional[Config] = None,
                          meta: Optional[dict] = None) -> Dict[str, object]:
-    """Write :func:`peft_checkpoint` to ``path`` (whole or not at all:
-    :func:`~mmparax.utils.atomic_file.atomic_torch_save`); returns what was
-    written."""
-    checkpoint = peft_checkpoint(model, meta)
+    """Write :func:`peft_checkpoint` to ``path`` as safetensors, whole or
+    not at all; the header holds each entry of ``meta`` as JSON. Returns
+    what was written."""
+    if not path.endswith(ADAPTER_EXT):
+        raise ValueError(f'a PEFT file is written as safetensors: name it '
+                         f'*{ADAPTER_EXT}, not {path}')
+    checkpoint = peft_checkpoint(model, meta, cfg)
     dirname = osp.dirname(osp.abspath(path))
     if not osp.isdir(dirname):
         raise FileNotFoundError(f'folder {dirname} does not exist')
-    atomic_torch_save(checkpoint, path)
+    write_safetensors(path, checkpoint['state_dict'], {
+        k: json.dumps(_plain(v))
+        for k, v in checkpoint['meta'].items()
+    })
+    return checkpoint
+
+
+def load_safetensors(path: str, map_location='cpu') -> dict:
+    """A ``.safetensors`` file as ``{'state_dict', 'meta'}`` (a PEFT file's
+    header entries decoded), on ``map_location`` if it names a device."""
+    device = map_location if isinstance(map_location, str) and \
+        map_location != 'default' else 'cpu'
+    state, header = read_safetensors(path, device)
+    return dict(state_dict=state, meta=_meta(header))
+
+
+def _meta(header: dict) -> dict:
+    """The decoded header entries of a PEFT file ({} for another file)."""
+    if PEFT_META not in header:
+        return {}
+    return {k: json.loads(v) for k, v in header.items() if k != 'format'}
+
+
+def recorded_config(path: str) -> Config:
+    """The resolved config a PEFT file recorded, to rebuild its model."""
+    meta = load_safetensors(path)['meta']
+    if 'cfg' not in meta:
+        raise ValueError(
+            f'{path} records no config (only PEFT files written by mmparax '
+            '0.1 and later do): give the config, tools/test.py CONFIG FILE')
+    return Config.fromstring(meta['cfg'], '.py')
+
+
+def load_full_checkpoint(model: nn.Module, filename: str, config: str,
+                         trusted=()) -> dict:
+    """Read a full checkpoint of ``model`` (the model of the file
+    ``config``) without running code, unless ``trusted`` names it; raise
+    ``SystemExit`` naming the keys unless it fits exactly."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from .trusted_loading import register_trusted_loader, trust_checkpoints
+    register_trusted_loader()
+    trust_checkpoints(*trusted)
+    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    problems = checkpoint_problems(model, state_dict, peft=False)
+    if problems:
+        raise SystemExit(f'{filename} does not fit the model of {config}:\n'
+                         + '\n'.join(problems))
     return checkpoint
 
 

@@ -28,7 +28,8 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
 from ..utils.atomic_file import commit_partial, partial_path
 
 from .peft_checkpoint import (PEFT_META, checkpoint_problems,
-                              is_peft_checkpoint, pretrained_fingerprint)
+                              is_peft_checkpoint, pretrained_fingerprint,
+                              settings_problems)
 
 PARTIAL_FLAG = '--partial-load'
 HEAD_INIT_MODES = ('init_cfg', 'constructor')
@@ -234,7 +235,7 @@ class PEFTRunnerMixin:
 
     def _check_resumable(self, checkpoint, filename: str) -> None:
         """Refuse to resume from a file without optimizer or scheduler
-        state (``best_*``, ``*_peft.pth``): training would go on with fresh
+        state (``best_*``, ``*_peft.*``): training would go on with fresh
         ones, unlike the run it continues."""
         if not isinstance(checkpoint, dict):
             return
@@ -246,7 +247,7 @@ class PEFTRunnerMixin:
             else 'a regular checkpoint of its run (iter_N.pth / epoch_N.pth)'
         raise CheckpointMismatchError(
             f'Cannot resume from {filename}: it holds no '
-            f'{" and no ".join(missing)} state (best_* and *_peft.pth '
+            f'{" and no ".join(missing)} state (best_* and *_peft.* '
             'checkpoints keep only the weights), so the resumed run would '
             'restart them and differ from the one it continues. Resume from '
             f'{regular}, or start a new training from these weights with '
@@ -280,6 +281,7 @@ class PEFTRunnerMixin:
             }
         peft = is_peft_checkpoint(checkpoint)
         if peft:
+            self._check_peft_settings(checkpoint, filename)
             self._check_pretrained_backbone(model, checkpoint, filename)
         problems = checkpoint_problems(model, state_dict, peft)
         if problems:
@@ -307,6 +309,19 @@ class PEFTRunnerMixin:
 
     def _config_name(self) -> str:
         return getattr(self.cfg, 'filename', None) or 'the config'
+
+    def _check_peft_settings(self, checkpoint, filename):
+        problems = settings_problems(checkpoint, self.cfg)
+        if not problems:
+            return
+        message = (f'{filename} was trained with other method settings than '
+                   f'those of {self._config_name()}:\n' + '\n'.join(problems))
+        if not self.cfg.get('partial_load', False):
+            raise CheckpointMismatchError(
+                message + '\nUse the config the file records (tools/test.py '
+                f'{filename} without a config rebuilds it) or set the '
+                f'settings above; {PARTIAL_FLAG} skips this check.')
+        self.logger.warning(message)
 
     def _check_pretrained_backbone(self, model, checkpoint, filename):
         backbone = getattr(model, 'backbone', None)
@@ -340,7 +355,7 @@ class PEFTRunner(PEFTRunnerMixin, Runner):
     iteration, unless the config sets ``partial_load=True`` (the tools'
     ``--partial-load``), which loads what fits and lists the rest.
     ``--resume`` refuses a file without optimizer and scheduler state
-    (``best_*``, ``*_peft.pth``).
+    (``best_*``, ``*_peft.*``).
 
     A PEFT checkpoint (:mod:`mmparax.apis.peft_checkpoint`) loads over the
     backbone's pretrained weights, loaded first if they are not yet (as in

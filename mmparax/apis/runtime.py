@@ -16,7 +16,7 @@ import inspect
 import os
 import os.path as osp
 from contextlib import contextmanager
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
@@ -40,16 +40,18 @@ CPU_FP32_OVERRIDE = '--cfg-options optim_wrapper.type=OptimWrapper'
 CPU_AMP_TYPE = 'mmparax.CPUAmpOptimWrapper'
 
 
-def load_config(config: str,
+def load_config(config: Union[str, Config],
                 cfg_options: Optional[dict] = None,
                 work_dir: Optional[str] = None,
                 launcher: str = 'none') -> Config:
-    """Read ``config``, apply overrides and settle ``work_dir``.
+    """Read ``config`` (a file, or a ``Config``: a copy is changed), apply
+    overrides and settle ``work_dir``.
 
     ``work_dir`` priority: the argument, then the config's own, then
     ``./work_dirs/<config file name without extension>``.
     """
-    cfg = Config.fromfile(config)
+    cfg = config.copy() if isinstance(config, Config) else \
+        Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
         apply_cfg_options(cfg, cfg_options)
@@ -104,20 +106,16 @@ def apply_cfg_options(cfg: Config, cfg_options: dict) -> None:
 
 
 def setup_checkpoint_trust(cfg: Config, trusted: Iterable[str] = ()) -> None:
-    """Install the trusted loaders; trust ``trusted`` and what the run writes.
+    """Install the weights-only loaders; trust ``trusted``.
 
     Every loader of mmengine's ``CheckpointLoader`` (local files, URLs and
     the other ``scheme://`` paths) is replaced by one that loads with
-    ``weights_only=True`` first. Full unpickling is left to the paths named
-    by the user (``trusted``: ``--trust-checkpoint``) and to checkpoints a
-    run recorded as its own: the ``CheckpointManifestHook`` added to
-    ``cfg.custom_hooks`` here records each file the Runner saves. The
-    ``work_dir`` itself is not trusted: other files in it are not.
+    ``weights_only=True`` and the allow-list of Runner checkpoints (every
+    file a run writes). Full unpickling is left to the paths named by the
+    user (``trusted``: ``--trust-checkpoint``), for foreign pickles.
     """
-    from .trusted_loading import install_manifest_hook
     register_trusted_loader()
     trust_checkpoints(*trusted)
-    install_manifest_hook(cfg)
 
 
 def on_cpu() -> bool:
@@ -412,10 +410,10 @@ def add_trust_argument(parser) -> None:
         metavar='PATH',
         help='a checkpoint file, or a folder, whose files may be fully '
         'unpickled (torch.load(weights_only=False), which can run code: only '
-        'for files you trust). Checkpoints this machine\'s runs wrote are '
-        'trusted (recorded in the .mmparax_checkpoints.json of their '
-        'folder); other files must load with weights_only=True unless named '
-        f'here or in ${TRUST_ENV} (paths joined by {os.pathsep!r}). '
+        'for files you trust). Only foreign pickles need it: checkpoints of '
+        'mmengine Runners (every file a run writes) and safetensors files '
+        'load without; other files must load with weights_only=True unless '
+        f'named here or in ${TRUST_ENV} (paths joined by {os.pathsep!r}). '
         'Repeatable')
 
 

@@ -29,11 +29,12 @@ from .vit import (tiny_vit_kwargs, tiny_vit_state_dict,  # noqa: E402
 from .classification import (make_cifar100, make_food101_raw,  # noqa: E402
                              make_image_folders, make_imagenet_r_raw,
                              make_svhn_mat)
-from .tools import (check_ok, load_tool, run_tool,  # noqa: E402
-                    short_demo_config)
+from .tools import (check_ok, check_weights_only, load_tool,  # noqa: E402
+                    run_tool, short_demo_config)
 
 __all__ += [
-    'switch_off', 'check_ok', 'load_tool', 'run_tool', 'make_loveda',
+    'switch_off', 'check_ok', 'check_weights_only', 'load_tool', 'run_tool',
+    'make_loveda',
     'make_potsdam',
     'tiny_vit_kwargs', 'tiny_vit_state_dict', 'vit_to_mae', 'vit_to_timm',
     'make_cifar100', 'make_food101_raw', 'make_image_folders',

@@ -93,3 +93,19 @@ def short_demo_config(root: str, total: int, interval: int,
                 demo=DEMO_CONFIG, data_root=data_root, pretrained=pretrained,
                 total=total, interval=interval, keep=max_keep_ckpts) + extra)
     return path
+
+
+def check_weights_only(work_dir) -> list:
+    """Load every ``*.pth`` of ``work_dir`` with ``torch.load(weights_only=
+    True)`` and the Runner's allow-list (raises on any other global);
+    returns the file names."""
+    import torch
+
+    from mmparax.utils.runner_globals import RUNNER_GLOBALS
+    names = sorted(n for n in os.listdir(work_dir) if n.endswith('.pth'))
+    assert names, f'no checkpoint in {work_dir}'
+    for name in names:
+        with torch.serialization.safe_globals(RUNNER_GLOBALS):
+            torch.load(osp.join(work_dir, name), map_location='cpu',
+                       weights_only=True)
+    return names

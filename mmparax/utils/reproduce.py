@@ -77,9 +77,10 @@ LABELS = {'box AP': 'AP^b', 'mask AP': 'AP^m', 'Top 1 Accuracy': 'top-1'}
 
 
 def config_sha256(config: str, cfg_options: Optional[dict] = None) -> str:
-    """sha256 of the resolved text of ``config`` (its ``_base_`` files
-    merged, ``cfg_options`` applied)."""
-    cfg = Config.fromfile(config)
+    """sha256 of the resolved text of ``config`` (a file, its ``_base_``
+    files merged, or a ``Config``), ``cfg_options`` applied."""
+    cfg = config.copy() if isinstance(config, Config) else \
+        Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
@@ -131,7 +132,8 @@ def write_metrics(path: str, metrics: dict, config: str,
         return None
     record = dict(
         metrics={k: _plain(v) for k, v in metrics.items()},
-        config=dict(path=osp.abspath(config),
+        config=dict(path=osp.abspath(config) if isinstance(config, str)
+                    else f'recorded in {osp.abspath(checkpoint)}',
                     sha256=config_sha256(config, cfg_options)),
         cfg_options=_plain(dict(cfg_options or {})),
         checkpoint=dict(path=osp.abspath(checkpoint),

@@ -37,6 +37,8 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
+from .safetensors_file import SAFETENSORS_EXT, read_safetensors
+
 
 class DamagedCheckpointError(RuntimeError):
     """A checkpoint file is empty, truncated or not a checkpoint at all."""
@@ -151,7 +153,8 @@ def refusal_reason(error: Exception) -> str:
     wraps it in paragraphs of advice; this keeps the sentence that says
     what was refused, naming the global when there is one.
     """
-    text = _ANSI.sub('', str(error))
+    text = re.sub(r'WeightsUnpickler error:\s*', 'WeightsUnpickler error: ',
+                  _ANSI.sub('', str(error)))
     lines = [' '.join(line.split()) for line in text.splitlines()]
     lines = [line for line in lines if line]
     name = refused_global(error)
@@ -161,7 +164,7 @@ def refusal_reason(error: Exception) -> str:
         line for line in lines if not line.startswith(_BOILERPLATE)
     ]
     for line in candidates:
-        line = re.sub(r'^WeightsUnpickler error:\s*', '', line)
+        line = line.split('WeightsUnpickler error:')[-1].strip()
         line = re.split(r'\s+Please use\b', line)[0]
         if line:
             return line[:300]
@@ -470,6 +473,8 @@ def load_weights_file(filename: str, map_location='cpu'):
         source = name = osp.expanduser(filename)
         if not osp.isfile(source):
             raise FileNotFoundError(f'{source} can not be found.')
+        if source.endswith(SAFETENSORS_EXT):
+            return read_safetensors(source)[0]
         fetched = None
     check_checkpoint_file(source, name)
     try:

@@ -2,11 +2,12 @@
 
     python tools/model_converters/export_peft.py CONFIG CHECKPOINT [OUT]
 
-The full checkpoint must fit the model of CONFIG exactly. OUT (default:
-CHECKPOINT with ``_peft`` before the extension) holds the method's modules,
-the backbone's new layers and the heads, plus the fingerprint of the frozen
-pretrained backbone; ``tools/test.py CONFIG OUT`` evaluates it over the
-config's pretrained checkpoint.
+The full checkpoint must fit the model of CONFIG exactly. OUT (a
+safetensors file; default: CHECKPOINT with ``_peft.safetensors`` for its
+extension) holds the method's modules, the backbone's new layers and the
+heads, and records the method settings, the fingerprint of the frozen
+pretrained backbone, ``dataset_meta`` and the config; ``tools/test.py OUT``
+evaluates it over the config's pretrained checkpoint.
 """
 import argparse
 import os
@@ -15,10 +16,8 @@ import os.path as osp
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmparax.apis import register_trusted_loader, trust_checkpoints
-from mmparax.apis.peft_checkpoint import (checkpoint_problems,
+from mmparax.apis.peft_checkpoint import (load_full_checkpoint, peft_path,
                                           save_peft_checkpoint)
 from mmparax.apis.runtime import add_trust_argument
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
@@ -41,24 +40,18 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone
     model = MODELS.build(cfg.model)
-    register_trusted_loader()
-    trust_checkpoints(*args.trust_checkpoint)
-    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    problems = checkpoint_problems(model, state_dict, peft=False)
-    if problems:
-        raise SystemExit(f'{args.checkpoint} does not fit the model of '
-                         f'{args.config}:\n' + '\n'.join(problems))
-    model.load_state_dict(state_dict)
-    out = args.out or '{}_peft{}'.format(*osp.splitext(args.checkpoint))
+    checkpoint = load_full_checkpoint(model, args.checkpoint, args.config,
+                                      args.trust_checkpoint)
+    model.load_state_dict(checkpoint.get('state_dict', checkpoint))
+    out = args.out or peft_path(args.checkpoint)
     meta = {
         k: v
         for k, v in checkpoint.get('meta', {}).items()
-        if k in ('epoch', 'iter', 'seed', 'mmengine_version')
+        if k in ('epoch', 'iter', 'seed', 'mmengine_version', 'dataset_meta')
     }
     save_peft_checkpoint(
-        model, out, meta=dict(meta,
-                              full_checkpoint=osp.basename(args.checkpoint)))
+        model, out, cfg,
+        meta=dict(meta, full_checkpoint=osp.basename(args.checkpoint)))
     full, small = os.path.getsize(args.checkpoint), os.path.getsize(out)
     print(f'{out}: {small / 2**20:.1f} MiB ({args.checkpoint}: '
           f'{full / 2**20:.1f} MiB)')

@@ -5,7 +5,8 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from mmparax.apis.peft_checkpoint import save_peft_checkpoint
+from mmparax.apis.peft_checkpoint import (ADAPTER_EXT, PEFT_META,
+                                          PEFT_SUFFIX, save_peft_checkpoint)
 from mmparax.registry import HOOKS
 
 
@@ -14,12 +15,13 @@ class PEFTCheckpointHook(Hook):
     """Write a PEFT (adapter-only) checkpoint beside every full one.
 
     Each time mmengine's ``CheckpointHook`` saves ``iter_N.pth`` (or
-    ``epoch_N.pth``, ``best_*.pth``), this hook writes ``iter_N_peft.pth``
-    next to it: the method's modules, the backbone's new layers and the
-    heads, without the frozen pretrained backbone, plus the fingerprint of
-    that backbone (see :mod:`mmparax.apis.peft_checkpoint`).
+    ``epoch_N.pth``, ``best_*.pth``), this hook writes
+    ``iter_N_peft.safetensors`` next to it: the method's modules, the
+    backbone's new layers and the heads, without the frozen pretrained
+    backbone, plus the fingerprint of that backbone, the method settings,
+    ``dataset_meta`` and the config (see :mod:`mmparax.apis.peft_checkpoint`).
     ``tools/test.py`` evaluates either file, the small one over the config's
-    pretrained checkpoint. A ``<name>_peft.pth`` whose ``<name>.pth`` is gone
+    pretrained checkpoint. A ``<name>_peft.*`` whose ``<name>.pth`` is gone
     (``max_keep_ckpts``) is removed with it. Files are written whole or not
     at all; a run resumed from a checkpoint whose PEFT file a kill prevented
     writes it, and never rewrites an existing one.
@@ -30,7 +32,7 @@ class PEFTCheckpointHook(Hook):
 
     priority = 'LOWEST'  # after CheckpointHook (VERY_LOW)
 
-    def __init__(self, suffix: str = '_peft'):
+    def __init__(self, suffix: str = PEFT_SUFFIX):
         self.suffix = suffix
         self._written = {}
 
@@ -56,8 +58,7 @@ class PEFTCheckpointHook(Hook):
             self._save(runner, last)
 
     def _path(self, full: str) -> str:
-        stem, ext = osp.splitext(full)
-        return f'{stem}{self.suffix}{ext}'
+        return f'{osp.splitext(full)[0]}{self.suffix}{ADAPTER_EXT}'
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -80,20 +81,29 @@ class PEFTCheckpointHook(Hook):
     def _save(self, runner, full: str) -> None:
         path = self._path(full)
         written = save_peft_checkpoint(
-            runner.model, path,
+            runner.model, path, runner.cfg,
             meta=dict(
                 epoch=runner.epoch,
                 iter=runner.iter,
-                full_checkpoint=osp.basename(full)))
+                full_checkpoint=osp.basename(full),
+                dataset_meta=_dataset_meta(runner)))
         self._remove_orphans(osp.dirname(path))
         print_log(
             f'PEFT checkpoint {path}: '
-            f'{written["meta"]["mmparax_peft"]["num_elements"]:,d} '
+            f'{written["meta"][PEFT_META]["num_elements"]:,d} '
             'parameters and buffers', logger='current')
 
     def _remove_orphans(self, folder: str) -> None:
-        tail = f'{self.suffix}.pth'
         for name in os.listdir(folder):
-            if name.endswith(tail) and not osp.exists(
-                    osp.join(folder, name[:-len(tail)] + '.pth')):
-                os.remove(osp.join(folder, name))
+            for tail in (f'{self.suffix}{ADAPTER_EXT}', f'{self.suffix}.pth'):
+                if name.endswith(tail) and not osp.exists(
+                        osp.join(folder, name[:-len(tail)] + '.pth')):
+                    os.remove(osp.join(folder, name))
+
+
+def _dataset_meta(runner) -> dict:
+    """The training set's ``metainfo`` (classes, palette), as mmengine's
+    Runner records it in ``meta['dataset_meta']``."""
+    loader = runner.train_dataloader
+    dataset = getattr(loader, 'dataset', None)
+    return dict(getattr(dataset, 'metainfo', None) or {})
