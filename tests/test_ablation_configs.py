@@ -77,7 +77,9 @@ def test_only_the_knob_changes(name):
     base = Config.fromfile(CONFIGS / 'parax' / base_name)
     peft = dict(cfg.model.backbone.pop('peft'))
     base_peft = dict(base.model.backbone.pop('peft'))
-    assert cfg.to_dict() == base.to_dict()
+    cfg, base = cfg.to_dict(), base.to_dict()
+    assert cfg.pop('peft') == peft and base.pop('peft') == base_peft
+    assert cfg == base
     changed = {k: v for k, v in peft.items() if base_peft.get(k) != v}
     assert {k: tuple(v) if isinstance(v, list) else v
             for k, v in changed.items()} == knob

@@ -190,8 +190,9 @@ def test_ade20k_recipe(name):
         full = Config.fromfile(CONFIGS / name.replace('parax', 'full'))
         assert cfg.head_init == 'constructor'
         assert set(cfg.keys()) == set(full.keys()) | {
-            'custom_hooks', 'head_init'
+            'custom_hooks', 'head_init', 'peft'
         }
+        assert cfg.peft == backbone.peft  # the backbone's setting, once
         backbone.pop('peft')
         assert backbone == full.model.backbone
     else:
@@ -268,8 +269,9 @@ def test_coco_recipe(name):
         full = Config.fromfile(CONFIGS / name.replace('parax', 'full'))
         assert cfg.head_init == 'constructor'
         assert set(cfg.keys()) == set(full.keys()) | {
-            'custom_hooks', 'head_init'
+            'custom_hooks', 'head_init', 'peft'
         }
+        assert cfg.peft == backbone.peft  # the backbone's setting, once
         backbone.pop('peft')
         assert backbone == full.model.backbone
     else:

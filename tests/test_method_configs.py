@@ -87,19 +87,25 @@ def test_every_baseline_row_has_a_config():
 def test_config_is_its_full_sibling_with_a_method(name):
     method_dir, stem = name.split('/')
     sibling = 'full_' + stem.split('_', 1)[1]
+    setting = f"{method_dir}_{stem.split('_')[1]}.py"
     text = (CONFIGS / name).read_text()
     assert f"'../full/{sibling}'" in text and \
-        "'../_base_/peft_runtime.py'" in text, name
+        f"'./_base_/{setting}'" in text, name
+    # the method's setting for the backbone is said once, in its base
+    assert 'type=' not in text and 'head_init' not in text, name
     cfg = Config.fromfile(CONFIGS / name)
     full = Config.fromfile(CONFIGS / 'full' / sibling)
     assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks',
-                                                  'head_init'}
+                                                  'head_init', 'peft'}
+    assert cfg.peft == cfg.model.backbone.peft
+    readme = (CONFIGS / method_dir / 'README.md').read_text()
+    assert f'(./_base_/{setting})' in readme, (name, 'README')
     backbone = cfg.model.backbone.copy()
     peft = backbone.pop('peft')
     assert peft['type'].lower() == method_dir
     # a method's published recipe may set the drop path (the config says so)
     if backbone.drop_path_rate != full.model.backbone.drop_path_rate:
-        assert 'drop path' in text, name
+        assert 'drop path' in text + readme, name
         backbone.drop_path_rate = full.model.backbone.drop_path_rate
     assert backbone == full.model.backbone
     assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == \

@@ -277,7 +277,8 @@ def test_recipe_is_the_ade20k_swin_b_one_on_the_set(method, data):
                                                      data=data))
         assert cfg.head_init == 'constructor'
         assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks',
-                                                      'head_init'}
+                                                      'head_init', 'peft'}
+        assert cfg.peft == cfg.model.backbone.peft
         backbone = cfg.model.backbone.copy()
         assert backbone.pop('peft') == ade.model.backbone.peft
         assert backbone == full.model.backbone

@@ -121,7 +121,9 @@ def test_setr_recipe(name):
 @pytest.mark.parametrize('name', [VPT, PARAX])
 def test_peft_configs_are_the_full_recipe_with_a_method(name):
     cfg, full = _cfg(name), _cfg(FULL)
-    assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks', 'head_init'}
+    assert set(cfg.keys()) == set(full.keys()) | {'custom_hooks', 'head_init',
+                                                  'peft'}
+    assert cfg.peft == cfg.model.backbone.peft
     hooks = [h.type for h in cfg.custom_hooks]
     assert hooks == ['mmparax.PEFTCheckHook', 'mmparax.PEFTCheckpointHook']
     backbone = cfg.model.backbone.copy()

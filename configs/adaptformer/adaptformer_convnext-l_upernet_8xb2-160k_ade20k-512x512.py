@@ -1,15 +1,8 @@
 _base_ = [
     '../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/adaptformer_convnext-l.py'
 ]
-# AdaptFormer on the frozen ConvNeXt-L (Table 1): a bottleneck C -> 176 -> C
-# (ReLU, dropout 0.1, scale 0.1 and the zero-initialised up projection of the
-# official recipe) parallel to every block (it reads the block input, its
-# output is added to the block output); 9,562,752 trainable backbone parameters
-# (paper: 9.6M).
 # AdaptFormer publishes no dense-prediction recipe: the learning rate is the
 # ParaX recipe's for the same row (3e-4).
-model = dict(
-    backbone=dict(
-        peft=dict(type='AdaptFormer', hidden_dim=176, scale=0.1, dropout=0.1)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -1,15 +1,8 @@
 _base_ = [
     '../full/full_swin-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/adaptformer_swin-l.py'
 ]
-# AdaptFormer on the frozen Swin-L (Table 1): a bottleneck C -> 224 -> C (ReLU,
-# dropout 0.1, scale 0.1 and the zero-initialised up projection of the official
-# recipe) parallel to the MLP of every block (it reads the stream before norm2,
-# its output is added to the block output); 8,108,928 trainable backbone
-# parameters (paper: 8.1M).
 # AdaptFormer publishes no dense-prediction recipe: the learning rate is the
 # ParaX recipe's for the same row (3e-4).
-model = dict(
-    backbone=dict(
-        peft=dict(type='AdaptFormer', hidden_dim=224, scale=0.1, dropout=0.1)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

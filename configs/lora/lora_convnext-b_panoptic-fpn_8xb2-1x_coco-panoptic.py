@@ -1,15 +1,7 @@
 _base_ = [
     '../full/full_convnext-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/peft_runtime.py'
+    './_base_/lora_convnext-b.py'
 ]
-# LoRA on the frozen ConvNeXt-B (Table 3): rank 32 updates of the two
-# pointwise linears of every block, alpha = 1 (scale 1/r, as loralib and the
-# official dense-prediction Swin LoRA), B zero-initialised; 5,775,360
-# trainable backbone parameters (paper: 5.9M; no integer rank gives it: 32 is
-# the closest, 33 gives 5,959,680).
 # LoRA publishes no dense-prediction recipe: the learning rate is the ParaX
 # recipe's for the same row (the full fine-tuning 1e-4, inherited).
-model = dict(
-    backbone=dict(
-        # the update is scaled by alpha / rank = 1/32
-        peft=dict(type='LoRA', rank=32, alpha=1, targets=['fc1', 'fc2'])))
+model = dict(backbone=dict(peft=_base_.peft))

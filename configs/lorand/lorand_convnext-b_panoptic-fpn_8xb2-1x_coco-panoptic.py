@@ -1,14 +1,7 @@
 _base_ = [
     '../full/full_convnext-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/peft_runtime.py'
+    './_base_/lorand_convnext-b.py'
 ]
-# LoRand on the frozen ConvNeXt-B (Table 3): two adapters per block, on the
-# input of the block's branch and after the block; bottleneck n = 128, alpha =
-# 9 branches of rank beta = 8 (the official rank) in each projection; 6,653,184
-# trainable backbone parameters (paper: 6.7M).
 # LoRand publishes no ConvNeXt recipe: the learning rate is the ParaX recipe's
 # for the same row (the full fine-tuning 1e-4, inherited).
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='LoRand', hidden_dim=128, num_branches=9, branch_rank=8)))
+model = dict(backbone=dict(peft=_base_.peft))

@@ -1,15 +1,8 @@
 _base_ = [
     '../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/lorand_convnext-l.py'
 ]
-# LoRand on the frozen ConvNeXt-L (Table 1): two adapters per block, on the
-# input of the block's branch and after the block; bottleneck n = 128, alpha =
-# 9 branches of rank beta = 8 (the official rank) in each projection; 9,270,144
-# trainable backbone parameters (paper: 9.3M).
 # LoRand publishes no ADE20K recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='LoRand', hidden_dim=128, num_branches=9, branch_rank=8)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -1,9 +1,7 @@
 _base_ = [
     '../full/full_convnext-l_mask-rcnn_fpn_8xb2-1x_coco.py',
-    '../_base_/peft_runtime.py'
+    './_base_/mona_convnext-l.py'
 ]
-# Mona on the frozen ConvNeXt-L (Table 2): bottleneck r = 144 after every block
-# (one per block); 9,134,784 trainable backbone parameters (paper: 9.1M).
 # Mona publishes no ConvNeXt recipe: the learning rate is the ParaX recipe's
 # for the same row (the full fine-tuning 1e-4, inherited).
-model = dict(backbone=dict(peft=dict(type='Mona', hidden_dim=144)))
+model = dict(backbone=dict(peft=_base_.peft))

@@ -1,10 +1,8 @@
 _base_ = [
     '../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/mona_convnext-l.py'
 ]
-# Mona on the frozen ConvNeXt-L (Table 1): bottleneck r = 144 after every block
-# (one per block); 9,134,784 trainable backbone parameters (paper: 9.1M).
 # Mona publishes no ConvNeXt recipe: the learning rate is the ParaX recipe's
 # for the same row (3e-4).
-model = dict(backbone=dict(peft=dict(type='Mona', hidden_dim=144)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -1,11 +1,8 @@
 _base_ = [
     '../full/full_swin-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/peft_runtime.py'
+    './_base_/mona_swin-b.py'
 ]
-# Mona on the frozen Swin-B (Table 3): bottleneck r = 90 after the attention
-# and the MLP residuals (two per block); 5,220,800 trainable backbone
-# parameters (paper: 5.2M).
 # Learning rate: Mona's own COCO recipe (Cascade Mask R-CNN Swin-B,
 # cascade_mask_swin_base_3x_coco_sample_1_bs_16_mona.py: AdamW lr 1e-4, wd
 # 0.05), the inherited values.
-model = dict(backbone=dict(peft=dict(type='Mona', hidden_dim=90)))
+model = dict(backbone=dict(peft=_base_.peft))

@@ -1,14 +1,6 @@
 _base_ = [
     '../full/full_convnext-b_panoptic-fpn_8xb2-1x_coco-panoptic.py',
-    '../_base_/peft_runtime.py'
+    './_base_/parax_convnext-b.py'
 ]
 # ParaX on the frozen ConvNeXt-B (Table 3): 6,456,000 backbone parameters.
-# The adapters' Linear/Conv layers start from a truncated normal (std 0.02),
-# as in the reference ConvNeXt.
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-            router_hidden=16, layer_init='trunc_normal',
-            # fp16 adapter maths on CUDA, as the reference recipes
-            force_fp16=True)))
+model = dict(backbone=dict(peft=_base_.peft))

@@ -1,13 +1,6 @@
 _base_ = [
     '../full/full_swin-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/parax_swin-l.py'
 ]
-# ParaX on the frozen Swin-L (Table 1): 7,302,384 backbone parameters.
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-            router_hidden=16,
-            # fp16 adapter maths on CUDA, as the reference recipes
-            force_fp16=True)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -1,22 +1,13 @@
 _base_ = [
     '../full/full_vit-b-mae_8xb128-100e_food101.py',
-    '../_base_/peft_runtime.py'
+    './_base_/parax_vit-b-mae.py'
 ]
 # ParaX on the frozen MAE ViT-B/16 (Table 4), as the reference's ViT
 # (models/vit_parax.py, scripts/train_food101.sh): one adapter after every
-# block (after its MLP residual, on the patch tokens: the class token
-# bypasses it), the 12 adapters routing into one expert center of 12 experts;
-# rank 128, kernels 3/5/7, router width 16, layer and residual scales 1.
-# 3,098,340 trainable backbone parameters; the paper's 3.9M is this plus a
-# 1000-class head (3,867,340; see README).
-# lr 0.4 (0.1 x 1024 / 256) and the rest of the recipe: the full sibling's,
-# the reference's scripts/train_food101.sh.
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-            router_hidden=16, sites=('post_mlp', ))))
-# The reference re-initialises the head weight (truncated normal, std 0.01)
-# after loading the backbone: OpenMMLab's init_cfg of the head, not the
-# constructor's init (peft_runtime.py's head_init='constructor').
-head_init = 'init_cfg'
+# block (after its MLP residual, on the patch tokens: the class token bypasses
+# it), the 12 adapters routing into one expert center of 12 experts; rank 128,
+# kernels 3/5/7, router width 16, layer and residual scales 1. 3,098,340
+# trainable backbone parameters; the paper's 3.9M is this plus a 1000-class
+# head (3,867,340; see README). lr 0.4 (0.1 x 1024 / 256) and the rest of the
+# recipe: the full sibling's, the reference's scripts/train_food101.sh.
+model = dict(backbone=dict(peft=_base_.peft))

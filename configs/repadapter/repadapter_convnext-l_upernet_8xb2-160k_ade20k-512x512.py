@@ -1,16 +1,8 @@
 _base_ = [
     '../full/full_convnext-l_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/peft_runtime.py'
+    './_base_/repadapter_convnext-l.py'
 ]
-# RepAdapter on the frozen ConvNeXt-L (Table 1): 1x1 C -> 224, dropout 0.1,
-# grouped (2) 1x1 224 -> C zero-initialised, scale 1.0 (the official
-# segmentation code's), on the input of every block's depthwise conv (one per
-# block); 9,131,328 trainable backbone parameters (paper: 9.1M).
 # RepAdapter publishes no dense-prediction learning rate: the learning rate is
 # the ParaX recipe's for the same row (3e-4).
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='RepAdapter', hidden_dim=224, groups=2, scale=1.0,
-            dropout=0.1)))
+model = dict(backbone=dict(peft=_base_.peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

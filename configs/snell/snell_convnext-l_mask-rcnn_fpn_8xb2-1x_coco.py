@@ -1,16 +1,8 @@
 _base_ = [
     '../full/full_convnext-l_mask-rcnn_fpn_8xb2-1x_coco.py',
-    '../_base_/peft_runtime.py'
+    './_base_/snell_convnext-l.py'
 ]
-# SNELL on the frozen ConvNeXt-L (Table 2): sparse kernelized updates of fc1
-# and fc2, rank 35 (10 q C per block, fitted to the paper's 9.5M); 9,475,200
-# trainable backbone parameters (paper: 9.5M). Sparsity 0.5 is our choice: the
-# official scripts tune it per task (0 to 0.995) and give none for dense
-# prediction. Dropout and drop path 0.1 on the updates as the official scripts.
-# lr 1e-4 (from the full config) as the ParaX config of this row: SNELL
-# publishes no dense-prediction recipe.
-model = dict(
-    backbone=dict(
-        peft=dict(
-            type='SNELL', rank=35, sparsity=0.5, dropout=0.1,
-            drop_path=0.1)))
+# Dropout and drop path 0.1 on the updates as the official scripts. lr 1e-4
+# (from the full config) as the ParaX config of this row: SNELL publishes no
+# dense-prediction recipe.
+model = dict(backbone=dict(peft=_base_.peft))

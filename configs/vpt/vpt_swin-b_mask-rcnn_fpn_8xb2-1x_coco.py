@@ -1,13 +1,10 @@
 _base_ = [
     '../full/full_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py',
-    '../_base_/peft_runtime.py'
+    './_base_/vpt_swin-b.py'
 ]
 # VPT-deep on the frozen Swin-B (Table 2): 10 prompt tokens per block
 # (baselines.md) in every attention window; 120,320 trainable backbone
-# parameters: the prompts alone (paper: 0.1M).
-# VPT publishes no recipe for Swin in dense prediction: its code is for
-# classification, with SGD and a learning rate searched per data set,
-# which does not carry over to AdamW training the decode head with the
-# same rate. The learning rate is the ParaX recipe's for the same row
-# (the full fine-tuning 1e-4, inherited), as for every baseline.
-model = dict(backbone=dict(peft=dict(type='VPT', num_tokens=10)))
+# parameters: the prompts alone (paper: 0.1M). The learning rate is the ParaX
+# recipe's for the same row (the full fine-tuning 1e-4, inherited), as for
+# every baseline.
+model = dict(backbone=dict(peft=_base_.peft))

@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # expert centers of 3 consecutive blocks (M = 3 each); the other stages keep
 # one center. Everything else is the ParaX Swin-B Mask R-CNN recipe. 5,148,964
 # trainable backbone parameters (the paper prints no # P for this row).
-model = dict(backbone=dict(peft=dict(blocks_per_center=(None, None, 3, None))))
+peft = dict(blocks_per_center=(None, None, 3, None))
+model = dict(backbone=dict(peft=peft))

@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # expert centers of 9 consecutive blocks (M = 9 each); the other stages keep
 # one center. Everything else is the ParaX Swin-B Mask R-CNN recipe. 5,167,324
 # trainable backbone parameters (the paper prints no # P for this row).
-model = dict(backbone=dict(peft=dict(blocks_per_center=(None, None, 9, None))))
+peft = dict(blocks_per_center=(None, None, 9, None))
+model = dict(backbone=dict(peft=peft))

@@ -3,6 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # scale attention (SA). Everything else is the ParaX Swin-B Mask R-CNN recipe.
 # 5,397,472 trainable backbone parameters (paper: 5.5M). The knob alone does
 # not reach the paper's figure (see README.md).
-model = dict(
-    backbone=dict(
-        peft=dict(kernel_sizes=(5, 7, 9), scale_attention=False)))
+peft = dict(kernel_sizes=(5, 7, 9), scale_attention=False)
+model = dict(backbone=dict(peft=peft))

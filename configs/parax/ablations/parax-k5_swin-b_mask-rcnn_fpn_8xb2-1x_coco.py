@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # with one kernel). Everything else is the ParaX Swin-B Mask R-CNN recipe.
 # 4,975,072 trainable backbone parameters (paper: 5.2M). The knob alone does
 # not reach the paper's figure (see README.md).
-model = dict(backbone=dict(peft=dict(kernel_sizes=(5, ))))
+peft = dict(kernel_sizes=(5, ))
+model = dict(backbone=dict(peft=peft))

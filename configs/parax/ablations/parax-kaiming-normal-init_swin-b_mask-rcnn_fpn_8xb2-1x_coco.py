@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # instead of a truncated normal. Everything else is the ParaX Swin-B Mask R-CNN
 # recipe. 5,194,864 trainable backbone parameters (the paper prints no # P for
 # this row).
-model = dict(backbone=dict(peft=dict(expert_init='kaiming_normal')))
+peft = dict(expert_init='kaiming_normal')
+model = dict(backbone=dict(peft=peft))

@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # the ParaX Swin-B Mask R-CNN recipe. 5,414,640 trainable backbone parameters
 # (paper: 5.2M). The knob alone does not reach the paper's figure (see
 # README.md).
-model = dict(backbone=dict(peft=dict(router_hidden=24)))
+peft = dict(router_hidden=24)
+model = dict(backbone=dict(peft=peft))

@@ -3,4 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # residual: every routed conv reads the previous output only. Everything else
 # is the ParaX Swin-B Mask R-CNN recipe. 5,194,672 trainable backbone
 # parameters (the paper prints no # P for this row).
-model = dict(backbone=dict(peft=dict(layout='sequential')))
+peft = dict(layout='sequential')
+model = dict(backbone=dict(peft=peft))

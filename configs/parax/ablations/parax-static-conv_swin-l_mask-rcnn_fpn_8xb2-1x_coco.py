@@ -5,4 +5,5 @@ _base_ = '../parax_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py'
 # depthwise kernels, cascade scalars or scale attention. Everything else is
 # the ParaX Swin-L Mask R-CNN recipe. 6,994,368 trainable backbone parameters
 # (paper: 7.0M).
-model = dict(backbone=dict(peft=dict(kernel_sizes=())))
+peft = dict(kernel_sizes=())
+model = dict(backbone=dict(peft=peft))

@@ -1,0 +1,2 @@
+_base_ = '../../_base_/peft_runtime.py'
+peft = dict(type='LoRand', hidden_dim=128, num_branches=12, branch_rank=8)

@@ -1,0 +1,4 @@
+_base_ = '../../_base_/peft_runtime.py'
+peft = dict(
+    type='RepAdapter', hidden_dim=224, groups=2, scale=1.0,
+    dropout=0.1)

@@ -1,0 +1,2 @@
+_base_ = '../../_base_/peft_runtime.py'
+peft = dict(type='SNELL', rank=35, sparsity=0.5, dropout=0.1, drop_path=0.1)
