@@ -186,3 +186,16 @@ def test_readme_lists_every_config_of_the_papers_tables():
         meta = yaml.safe_load((ROOT / metafile).read_text())
         for model in meta['Models']:
             assert f"]({model['Config']})" in readme, model['Config']
+
+
+def test_overriding_the_peft_variable_is_refused():
+    """``peft`` is read when the config is read: an override of it alone
+    would change nothing, so it is refused, naming model.backbone.peft."""
+    from mmparax.apis.runtime import load_config
+    config = str(ROOT / 'configs/lora/lora_swin-b_upernet_8xb2-160k_'
+                 'ade20k-512x512.py')
+    with pytest.raises(ValueError,
+                       match=r'Override model\.backbone\.peft\.rank instead'):
+        load_config(config, {'peft.rank': 4})
+    cfg = load_config(config, {'model.backbone.peft.rank': 4})
+    assert cfg.model.backbone.peft.rank == 4

@@ -88,6 +88,8 @@ def apply_cfg_options(cfg: Config, cfg_options: dict) -> None:
     top-level ``data_root`` (each data loader's ``dataset.data_root``, the
     COCO evaluators' ``ann_file``, ...): the configs compute those when
     they are read, so overriding ``data_root`` alone would change nothing.
+    For the same reason an override of the method configs' ``peft``
+    variable is refused, naming ``model.backbone.peft``.
     """
     cfg_options = dict(cfg_options)
     data_root = cfg_options.pop('data_root', None)
@@ -101,6 +103,13 @@ def apply_cfg_options(cfg: Config, cfg_options: dict) -> None:
         old = old.rstrip('/')
         for key in list(cfg.keys()):
             cfg[key] = _move_paths(cfg[key], old, data_root.rstrip('/'))
+    variable = [k for k in cfg_options if k.split('.')[0] == 'peft']
+    if variable and 'peft' in cfg:
+        raise ValueError(
+            f'--cfg-options {variable[0]}=...: `peft` is the variable the '
+            'config builds model.backbone.peft from, read when the config is '
+            'read; changing it now changes nothing. Override '
+            f'model.backbone.{variable[0]} instead.')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
 
