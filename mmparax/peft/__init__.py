@@ -4,14 +4,14 @@ from .colora import CoLoRA, CoLoRAConv, CoLoRAPointwise
 from .lora import LoRA, LoRAUpdate
 from .lorand import LoRand, LoRandAdapter
 from .mona import Mona, MonaAdapter
-from .parax import ExpertCenter, ParaX, ParaXAdapter, dynamic_depthwise_conv
+from .parax import AdapterSettings, ExpertCenter, ParaX, ParaXAdapter
 from .repadapter import RepAdapter, RepAdapterModule
 from .snell import SNELL, SNELLUpdate
 from .vpt import VPT, PrependedPrompts, Prompts, WindowPrompts
 
 __all__ = [
     'PEFTMethod', 'PEFTModule', 'LinearUpdate', 'build_peft_method',
-    'ExpertCenter', 'ParaX', 'ParaXAdapter', 'dynamic_depthwise_conv', 'VPT',
+    'AdapterSettings', 'ExpertCenter', 'ParaX', 'ParaXAdapter', 'VPT',
     'Prompts', 'WindowPrompts', 'PrependedPrompts', 'LoRA', 'LoRAUpdate',
     'AdaptFormer', 'AdaptFormerAdapter', 'RepAdapter', 'RepAdapterModule',
     'LoRand', 'LoRandAdapter', 'SNELL', 'SNELLUpdate', 'CoLoRA', 'CoLoRAConv',

@@ -191,11 +191,10 @@ def method_name(backbone):
     method = getattr(backbone, 'peft', None)
     if method is None:
         return FULL
-    adapter_cfg = getattr(method, 'adapter_cfg', {})
     name = method.name
     if name == 'ParaX' and not method.kernel_sizes:
         name = NOCONV
-    if adapter_cfg.get('with_cp'):
+    if getattr(getattr(method, 'settings', None), 'with_cp', False):
         name += ' (with_cp)'
     return name
 
