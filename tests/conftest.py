@@ -17,3 +17,10 @@ def checkpoint_key_outside_home(tmp_path_factory):
         os.environ.pop(KEY_ENV, None)
     else:
         os.environ[KEY_ENV] = previous
+
+
+def pytest_collection_modifyitems(items):
+    """A run of a script of tools/ (``e2e``) is ``slow`` too."""
+    for item in items:
+        if item.get_closest_marker('e2e'):
+            item.add_marker(pytest.mark.slow)

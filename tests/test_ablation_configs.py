@@ -84,6 +84,7 @@ def test_only_the_knob_changes(name):
     assert set(peft) == set(base_peft) | set(knob)
 
 
+@pytest.mark.e2e
 def test_trainable_counts():
     spec = importlib.util.spec_from_file_location(
         'params_table', ROOT / 'tools' / 'analysis' / 'params_table.py')

@@ -107,6 +107,7 @@ def final(work_dir):
     return ckpt['state_dict'], ckpt['optimizer']['loss_scaler']
 
 
+@pytest.mark.e2e
 @cpu_only
 def test_amp_training_resumes_bit_exactly(config, tmp_path):
     straight = tmp_path / 'straight'

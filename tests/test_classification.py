@@ -189,6 +189,7 @@ def test_image_folders_are_read_by_custom_dataset(tmp_path):
 # -- converters ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_svhn_converter_writes_what_the_config_reads(tmp_path):
     from scipy.io import loadmat
     raw = make_svhn_mat(str(tmp_path / 'raw'), num_train=30, num_test=12)
@@ -209,6 +210,7 @@ def test_svhn_converter_writes_what_the_config_reads(tmp_path):
             assert np.array_equal(image, mat['X'][..., index])
 
 
+@pytest.mark.e2e
 def test_svhn_converter_refuses_other_files(tmp_path):
     from scipy.io import savemat
     (tmp_path / 'raw').mkdir()
@@ -227,6 +229,7 @@ def _listing(root):
         for p in glob.glob(str(Path(root) / '*' / '*' / '*')))
 
 
+@pytest.mark.e2e
 def test_imagenet_r_converter_split(tmp_path):
     converter = _converter('imagenet_r')
     wnids = ('n01443537', 'n01484850', 'n01494475', 'n01496331',
@@ -509,6 +512,7 @@ def test_lr_curve_against_the_reference():
         hook.after_train_iter(runner, i)
 
 
+@pytest.mark.e2e
 def test_count_tool_reads_the_papers_figure():
     proc = run_tool('analysis/count_params.py',
                     CONFIGS / _name('parax', 'svhn'), '--json', '--paper',
@@ -567,6 +571,7 @@ test_dataloader = val_dataloader
 """
 
 
+@pytest.mark.e2e
 def test_tiny_parax_vit_train_then_test(tmp_path):
     """Two epochs of 4 iterations through tools/train.py from an MAE-layout
     checkpoint, then tools/test.py on the full and the PEFT checkpoints."""

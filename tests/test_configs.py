@@ -330,6 +330,7 @@ def test_longest_key_first_weight_decay():
     assert decay[id(named[table])] == 0.
 
 
+@pytest.mark.e2e
 def test_count_params_json():
     name = f'parax/parax_swin-b{ADE}'
     cmd = [sys.executable, str(COUNT_TOOL), str(CONFIGS / name)]
@@ -357,6 +358,7 @@ def test_count_params_json():
     assert result['paper_trainable_backbone_m'] == 5.2
 
 
+@pytest.mark.e2e
 def test_count_params_help_example_works(capsys):
     """The --cfg-options example of --help changes the count of a config
     (the tiny ParaX Swin: rank 8)."""

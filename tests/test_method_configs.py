@@ -152,6 +152,7 @@ def test_trainable_counts_print_the_papers_figures(table):
     assert not misfits
 
 
+@pytest.mark.e2e
 def test_table_tool_prints_markdown_and_json():
     cmd = [sys.executable, str(TOOL), str(CONFIGS / 'lora')]
     out = subprocess.run(

@@ -75,6 +75,7 @@ def test_a_method_registered_here_works_on_every_host(ssf):
                    for n in trainable), host
 
 
+@pytest.mark.e2e
 def test_params_table_counts_a_method_registered_here(ssf, tmp_path):
     config = tmp_path / 'ssf_swin.py'
     _, kwargs, _ = HOSTS['Swin']

@@ -72,6 +72,7 @@ def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None):
         cwd=tmp_path)
 
 
+@pytest.mark.e2e
 def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
         run, tmp_path):
     full = run['work_dir'] / 'iter_2.pth'
@@ -100,6 +101,7 @@ def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
         metrics_of(tmp_path / 'full' / 'test')
 
 
+@pytest.mark.e2e
 def test_export_equals_the_file_written_in_training(run, tmp_path):
     out = tmp_path / 'exported.pth'
     proc = run_tool(
@@ -122,6 +124,7 @@ def test_export_equals_the_file_written_in_training(run, tmp_path):
         written['meta'][PEFT_META]['pretrained_fingerprint']
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
     other = write_checkpoint(
         str(tmp_path / 'convnext.pth'),
@@ -145,6 +148,7 @@ def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
     assert 'partial_load=True' in flagged.stdout + flagged.stderr
 
 
+@pytest.mark.e2e
 def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
     rank4 = ['model.backbone.peft.rank=4']
     proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *rank4)
@@ -166,6 +170,7 @@ def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
     assert 'optimizer' not in resumed.stderr.split('does not fit')[0][-300:]
 
 
+@pytest.mark.e2e
 def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
     other = write_checkpoint(
         str(tmp_path / 'other_swin.pth'),
@@ -179,6 +184,7 @@ def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
     check_ok(full)
 
 
+@pytest.mark.e2e
 def test_resume_in_an_empty_work_dir_says_so(run, tmp_path):
     proc = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'empty', '--resume',
@@ -211,6 +217,7 @@ def test_problems_and_sizes_of_swin_b():
     assert 'match nothing' in unexpected
 
 
+@pytest.mark.e2e
 def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
     work_dir = tmp_path / 'keep'
     check_ok(
@@ -227,6 +234,7 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
     ]
 
 
+@pytest.mark.e2e
 def test_runner_type_keeps_strict_loading_and_head_init(run, tmp_path):
     runner = ['runner_type=Runner']
     rank4 = ['model.backbone.peft.rank=4']
@@ -265,6 +273,7 @@ def test_runner_class_for_runner_type():
         runner_class(FlexibleRunner)
 
 
+@pytest.mark.e2e
 def test_hook_argument_typo_stops_before_the_first_iteration(run, tmp_path):
     proc = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'typo',
@@ -308,6 +317,7 @@ def test_check_hook_arguments_names_the_unknown_key(hooks, where, key,
                          'mmseg', Runner.save_checkpoint)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name', ['best_mIoU_iter_2.pth', 'iter_2_peft.pth'])
 def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
     proc = run_tool(
@@ -323,6 +333,7 @@ def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
     assert 'load_from=' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_resumed_run_keeps_the_peft_files_it_resumed_from(run, tmp_path):
     work_dir = tmp_path / 'work'
     check_ok(

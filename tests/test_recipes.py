@@ -326,6 +326,7 @@ def test_coco_panoptic_best_key_is_pq():
     assert hook.is_better_than['coco_panoptic/PQ'](50.1, 50.0)
 
 
+@pytest.mark.e2e
 def test_tiny_run_keeps_the_best_checkpoint(tmp_path):
     """The ADE20K bases reach a run: two iterations of the tiny ParaX Swin
     UperNet, validated at the end, write best_mIoU_iter_2.pth."""

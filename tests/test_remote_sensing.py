@@ -86,6 +86,7 @@ def _reduce_zero_label(png):
 # -- 1. writers ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('data', sorted(SETS))
 def test_writer_is_what_the_mmseg_converter_writes(data, tmp_path):
     converter = _mmseg_dir() / 'tools' / 'dataset_converters' / f'{data}.py'
@@ -428,6 +429,7 @@ def e2e_assets(tmp_path_factory):
     return dict(options=options, swin_b=swin_b)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('data', sorted(SETS))
 def test_parax_config_two_iterations_then_test(e2e_assets, data, tmp_path):
     spec = SETS[data]

@@ -83,6 +83,7 @@ def trained(tmp_path_factory):
 # -- end to end --------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_train_keeps_backbone_frozen(trained):
     work_dir = trained['work_dir']
     for name in ('iter_2.pth', 'iter_4.pth', 'last_checkpoint',
@@ -113,6 +114,7 @@ def test_train_keeps_backbone_frozen(trained):
     assert 'trainable params' in trained['log']  # PEFTCheckHook ran
 
 
+@pytest.mark.e2e
 def test_test_py_loads_runner_checkpoint(trained, tmp_path):
     # a Runner checkpoint outside the work dir, trusted by the flag
     ckpt = tmp_path / 'elsewhere' / 'iter_4.pth'
@@ -135,6 +137,7 @@ def test_test_py_loads_runner_checkpoint(trained, tmp_path):
     assert len(glob.glob(str(out / '*.png'))) == 4
 
 
+@pytest.mark.e2e
 def test_test_py_refuses_untrusted_runner_checkpoint(trained, tmp_path):
     ckpt = tmp_path / 'downloaded.pth'
     shutil.copy(trained['work_dir'] / 'iter_4.pth', ckpt)
@@ -149,6 +152,7 @@ def test_test_py_refuses_untrusted_runner_checkpoint(trained, tmp_path):
     assert 'HistoryBuffer' in err and TRUST_ENV in err
 
 
+@pytest.mark.e2e
 def test_resume_continues_from_saved_iteration(trained):
     # runs after the tests reading iter_4.pth; only adds iter_6.pth
     proc = run_tool(
@@ -171,6 +175,7 @@ def test_resume_continues_from_saved_iteration(trained):
                            state_4['backbone.expert_centers.0.0.down'])
 
 
+@pytest.mark.e2e
 def test_mmdet_config_train_and_test(tmp_path):
     """The same tools run an mmdet-scope Mask R-CNN config."""
     coco = make_coco_instance(
@@ -360,6 +365,7 @@ def test_amp_flag(monkeypatch):
 # -- arguments and scopes ----------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_resume_argument():
     train = load_tool('train')
     cfg = Config(dict(resume=False, load_from='pre.pth'))

@@ -313,7 +313,8 @@ class ParaXAdapter(PEFTModule):
         self.scale_attn = nn.Linear(rank, num_kernels) \
             if s.scale_attention and num_kernels > 1 else None
         if s.layout == 'cascade' and num_kernels > 1:
-            self.cascade_scale = nn.Parameter(torch.ones(2 * (num_kernels - 1)))
+            self.cascade_scale = nn.Parameter(
+                torch.ones(2 * (num_kernels - 1)))
         else:
             self.cascade_scale = None
         self.proj = nn.Linear(rank, rank)
@@ -638,7 +639,7 @@ class ParaX(PEFTMethod):
         return min(size, depth)
 
     def center_index(self, block: int, depth: int, stage: int) -> int:
-        """Index of the center that block ``block`` of ``stage`` routes into."""
+        """The center that block ``block`` of ``stage`` routes into."""
         return block // self._group_size(depth, stage)
 
     def build_centers(self, dim: int, depth: int,
@@ -669,8 +670,8 @@ class ParaX(PEFTMethod):
                       stage: int = 0) -> ParaXAdapter:
         """An adapter of width ``dim`` of ``stage``, routing into
         ``center``."""
-        settings = dataclasses.replace(
-            self.settings, top_k=per_stage('ParaX', 'top_k', self.top_k, stage))
+        top_k = per_stage('ParaX', 'top_k', self.top_k, stage)
+        settings = dataclasses.replace(self.settings, top_k=top_k)
         return ParaXAdapter(dim, num_experts=center.num_experts,
                             **dataclasses.asdict(settings))
 
