@@ -69,6 +69,7 @@ def test_every_row_has_a_config():
     assert all(name in readme for name in ROWS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(ROWS))
 def test_only_the_knob_changes(name):
     knob, _ = ROWS[name]

@@ -136,6 +136,7 @@ def test_amp_training_resumes_bit_exactly(config, tmp_path):
 # -- every (method, host) pair in float16 ------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_float16_forward_backward(method, host, monkeypatch):
     monkeypatch.setenv(FP16_ON_CPU_ENV, '1')
@@ -159,6 +160,7 @@ class TinySegmentor(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+@pytest.mark.slow
 @cpu_only
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_amp_steps_reduce_the_loss(method, host, monkeypatch):

@@ -283,6 +283,7 @@ def test_imagenet_r_split_sizes():
         split_keys(keys, 0, 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('archive', [True, False])
 def test_food101_converter_writes_what_the_config_reads(tmp_path, archive):
     classes = ('baklava', 'apple_pie', 'beignets')
@@ -316,6 +317,7 @@ def test_food101_converter_reports_missing_images(tmp_path):
 # -- the dataset bases --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('token', sorted(SETS))
 def test_dataset_base_pipelines(token, tmp_path):
     """Training crops and test images are 224x224; the test pipeline is
@@ -356,6 +358,7 @@ def test_every_row_of_table_4_has_a_config():
     assert found == ALL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL)
 def test_config_recipe(name):
     method, stem = name.split('/')
@@ -418,6 +421,7 @@ def counts():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(METHODS))
 def test_trainable_counts(counts, method):
     """Exact counts; the paper's # P printed at 0.1M by the method plus a

@@ -143,6 +143,7 @@ def test_expected_configs_exist():
         assert (CONFIGS / '_base_' / base).is_file(), base
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_parses(name):
     cfg = Config.fromfile(CONFIGS / name)
@@ -279,6 +280,7 @@ def test_coco_recipe(name):
     assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(COCO))
 def test_coco_backbone_counts(name):
     backbone_type, trainable, _ = COCO[name]
@@ -293,6 +295,7 @@ def test_coco_backbone_counts(name):
         assert n_trainable == n_total  # full fine-tuning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(ADE20K))
 def test_ade20k_model_counts(name):
     backbone_type, trainable, _, _ = ADE20K[name]

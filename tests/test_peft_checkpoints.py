@@ -194,6 +194,7 @@ def test_resume_in_an_empty_work_dir_says_so(run, tmp_path):
     assert 'holds no checkpoint to resume from' in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_problems_and_sizes_of_swin_b():
     """Swin-B ParaX UperNet: the PEFT checkpoint is a fraction of the
     full one, and each kind is checked against the right key set."""
