@@ -355,6 +355,7 @@ def test_documented_80k_override_gives_a_full_80k_poly_schedule():
     assert reference(79999) == pytest.approx(lr / 80000, rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method,data', CONFIG_CASES)
 def test_backbone_counts_and_metafile(method, data):
     from mmengine.registry import MODELS, init_default_scope

@@ -160,6 +160,7 @@ def test_selection_errors_name_the_problem(tmp_path):
     assert proc.returncode == 2 and '--partition' in proc.stderr
 
 
+@pytest.mark.slow
 def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
     models = reproduce.select_models(tables=['1'], methods=['ParaX'],
                                      backbones=['Swin-B'])
