@@ -136,7 +136,6 @@ def test_amp_training_resumes_bit_exactly(config, tmp_path):
 # -- every (method, host) pair in float16 ------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_float16_forward_backward(method, host, monkeypatch):
     monkeypatch.setenv(FP16_ON_CPU_ENV, '1')

@@ -143,7 +143,6 @@ def test_expected_configs_exist():
         assert (CONFIGS / '_base_' / base).is_file(), base
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_parses(name):
     cfg = Config.fromfile(CONFIGS / name)
