@@ -69,6 +69,7 @@ def test_every_row_has_a_config():
     assert all(name in readme for name in ROWS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(ROWS))
 def test_only_the_knob_changes(name):
     knob, _ = ROWS[name]
@@ -86,6 +87,7 @@ def test_only_the_knob_changes(name):
     assert set(peft) == set(base_peft) | set(knob)
 
 
+@pytest.mark.e2e
 def test_trainable_counts():
     spec = importlib.util.spec_from_file_location(
         'params_table', ROOT / 'tools' / 'analysis' / 'params_table.py')

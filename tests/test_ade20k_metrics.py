@@ -155,6 +155,7 @@ ONE_THREAD = dict(OMP_NUM_THREADS='1')
 NUM_CLASSES = 8  # the demo config's class subset
 
 
+@pytest.mark.e2e
 def test_short_run_beats_majority_class(tmp_path):
     data_root = make_ade20k(
         str(tmp_path / 'ade20k'),

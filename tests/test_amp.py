@@ -107,6 +107,7 @@ def final(work_dir):
     return ckpt['state_dict'], ckpt['optimizer']['loss_scaler']
 
 
+@pytest.mark.e2e
 @cpu_only
 def test_amp_training_resumes_bit_exactly(config, tmp_path):
     straight = tmp_path / 'straight'
@@ -158,6 +159,7 @@ class TinySegmentor(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+@pytest.mark.slow
 @cpu_only
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_amp_steps_reduce_the_loss(method, host, monkeypatch):

@@ -268,6 +268,7 @@ def png_ok(path):
         return f.read(8) == PNG
 
 
+@pytest.mark.e2e
 def test_expert_activations_cli(demo, tmp_path):
     out = tmp_path / 'experts'
     check_ok(run_tool('analysis/expert_activations.py', CFG, demo['ckpt'],
@@ -284,6 +285,7 @@ def test_expert_activations_cli(demo, tmp_path):
     assert png_ok(out / 'experts_per_image.png')
 
 
+@pytest.mark.e2e
 def test_erf_cli(demo, tmp_path):
     out = tmp_path / 'erf'
     check_ok(run_tool('analysis/erf.py', CFG, demo['ckpt'], CFG, 'pretrained',
@@ -303,6 +305,7 @@ def test_erf_cli(demo, tmp_path):
     assert png_ok(out / 'erf.png')
 
 
+@pytest.mark.e2e
 def test_cka_cli(demo, tmp_path):
     out = tmp_path / 'cka'
     check_ok(run_tool('analysis/cka.py', CFG, demo['ckpt'], CFG,
@@ -322,6 +325,7 @@ def test_cka_cli(demo, tmp_path):
     assert png_ok(out / 'cka.png')
 
 
+@pytest.mark.e2e
 def test_cka_blocks_in_process(demo, tmp_path):
     results = tool('cka')([
         CFG, demo['ckpt'], '--blocks', '--all-stages', '--pool', '2',
@@ -335,6 +339,7 @@ def test_cka_blocks_in_process(demo, tmp_path):
 
 
 # -- (e) clear errors ---------------------------------------------------------
+@pytest.mark.e2e
 def test_errors(demo, tmp_path):
     empty = tmp_path / 'empty'
     (empty / 'sub').mkdir(parents=True)

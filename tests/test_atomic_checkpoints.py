@@ -131,6 +131,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name,count,resumed_at', KILLS)
 def test_kill_during_save_resumes_from_last_complete_checkpoint(
         config, tmp_path, name, count, resumed_at):

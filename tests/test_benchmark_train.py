@@ -21,6 +21,7 @@ TINY_METHODS = {
     'parax': 'peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4), ',
 }
 tool = load_tool('analysis/benchmark_train.py')
+DET = '_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py'
 
 
 @pytest.fixture(scope='module')
@@ -55,6 +56,7 @@ def rows(out_dir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.e2e
 def test_one_row_per_config_with_exact_counts(run, tiny_configs):
     results, out_dir = run
     saved = rows(out_dir)
@@ -82,6 +84,7 @@ def test_one_row_per_config_with_exact_counts(run, tiny_configs):
     assert 0 < parax['trainable_params'] < parax['total_params'] / 10
 
 
+@pytest.mark.e2e
 def test_memory_and_ratios(run):
     _, out_dir = run
     full, lora, parax = rows(out_dir)
@@ -110,8 +113,8 @@ def test_paper_figures_only_beside_table15_configs(tmp_path):
     """The Table 15 configs get the paper's figures, by any relative path;
     a copy under another name, or another backbone's config of the same
     method, gets none."""
-    table15 = [osp.join(REPO, c) for c in tool.DEFAULT_CONFIGS]
-    full, parax = table15[0], table15[-1]
+    full, parax = (osp.join(REPO, 'configs', m, f'{m}{DET}')
+                   for m in ('full', 'parax'))
     copy = tmp_path / osp.basename(parax)
     copy.write_text(open(parax).read())
     swin_b = osp.join(REPO, 'configs', 'parax',
@@ -136,6 +139,7 @@ def test_paper_figures_only_beside_table15_configs(tmp_path):
     assert results[1]['paper_thr_ratio'] is None
 
 
+@pytest.mark.e2e
 def test_table_and_plot(run):
     results, out_dir = run
     table = (out_dir / 'table.md').read_text()
@@ -212,6 +216,7 @@ def test_size_is_width_then_height():
         tool.parse_args(['--size', '1', '2', '3'])
 
 
+@pytest.mark.e2e
 def test_missing_config_is_named(tmp_path):
     missing = str(tmp_path / 'no_such_config.py')
     with pytest.raises(FileNotFoundError, match='no_such_config.py'):
@@ -224,6 +229,7 @@ def test_default_configs_exist():
     assert len(tool.DEFAULT_CONFIGS) == 10
 
 
+@pytest.mark.e2e
 def test_with_cp_rows(tiny_configs, tmp_path):
     parax = tiny_configs[-1]
     results = tool.main([

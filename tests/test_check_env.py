@@ -1,12 +1,14 @@
 """``tools/check_env.py`` on the CPU: every check runs and passes."""
 import re
 
+import pytest
 import torch
 
 from mmparax.testing import check_ok, load_tool, run_tool
 from mmparax.testing.peft import PAIRS
 
 
+@pytest.mark.e2e
 def test_check_env_passes(tmp_path):
     proc = run_tool('check_env.py', '--cpu', '--amp-iters', '4',
                     cwd=tmp_path, env=dict(OMP_NUM_THREADS='1'))

@@ -191,6 +191,7 @@ def test_image_folders_are_read_by_custom_dataset(tmp_path):
 # -- converters ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_svhn_converter_writes_what_the_config_reads(tmp_path):
     from scipy.io import loadmat
     raw = make_svhn_mat(str(tmp_path / 'raw'), num_train=30, num_test=12)
@@ -211,6 +212,7 @@ def test_svhn_converter_writes_what_the_config_reads(tmp_path):
             assert np.array_equal(image, mat['X'][..., index])
 
 
+@pytest.mark.e2e
 def test_svhn_converter_refuses_other_files(tmp_path):
     from scipy.io import savemat
     (tmp_path / 'raw').mkdir()
@@ -229,6 +231,7 @@ def _listing(root):
         for p in glob.glob(str(Path(root) / '*' / '*' / '*')))
 
 
+@pytest.mark.e2e
 def test_imagenet_r_converter_split(tmp_path):
     converter = _converter('imagenet_r')
     wnids = ('n01443537', 'n01484850', 'n01494475', 'n01496331',
@@ -282,6 +285,7 @@ def test_imagenet_r_split_sizes():
         split_keys(keys, 0, 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('archive', [True, False])
 def test_food101_converter_writes_what_the_config_reads(tmp_path, archive):
     classes = ('baklava', 'apple_pie', 'beignets')
@@ -315,6 +319,7 @@ def test_food101_converter_reports_missing_images(tmp_path):
 # -- the dataset bases --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('token', sorted(SETS))
 def test_dataset_base_pipelines(token, tmp_path):
     """Training crops and test images are 224x224; the test pipeline is
@@ -355,6 +360,7 @@ def test_every_row_of_table_4_has_a_config():
     assert found == ALL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL)
 def test_config_recipe(name):
     method, stem = name.split('/')
@@ -417,6 +423,7 @@ def counts():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(METHODS))
 def test_trainable_counts(counts, method):
     """Exact counts; the paper's # P printed at 0.1M by the method plus a
@@ -511,6 +518,7 @@ def test_lr_curve_against_the_reference():
         hook.after_train_iter(runner, i)
 
 
+@pytest.mark.e2e
 def test_count_tool_reads_the_papers_figure():
     proc = run_tool('analysis/count_params.py',
                     CONFIGS / _name('parax', 'svhn'), '--json', '--paper',
@@ -569,6 +577,7 @@ test_dataloader = val_dataloader
 """
 
 
+@pytest.mark.e2e
 def test_tiny_parax_vit_train_then_test(tmp_path):
     """Two epochs of 4 iterations through tools/train.py from an MAE-layout
     checkpoint, then tools/test.py on the full and the PEFT checkpoints."""

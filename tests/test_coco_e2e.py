@@ -97,6 +97,7 @@ def load_state(path):
         'state_dict']
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('task', sorted(TASKS))
 def test_train_then_test(assets, task, tmp_path):
     spec, data = TASKS[task], assets[task]

@@ -116,6 +116,7 @@ def assets(tmp_path_factory):
                          for k, v in options.items()})
 
 
+@pytest.mark.e2e
 def test_data_uses_the_coco_categories(assets):
     with open(osp.join(assets['instance'], 'annotations',
                        'instances_train2017.json')) as f:
@@ -132,6 +133,7 @@ def test_data_uses_the_coco_categories(assets):
                 [(i, n, 0) for i, n in stuff])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('task', sorted(TASKS))
 def test_real_config_one_iteration_then_test(assets, task, tmp_path):
     spec = TASKS[task]

@@ -281,6 +281,7 @@ def test_coco_recipe(name):
     assert optim.constructor == 'mmparax.PEFTOptimWrapperConstructor'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(COCO))
 def test_coco_backbone_counts(name):
     backbone_type, trainable, _ = COCO[name]
@@ -295,6 +296,7 @@ def test_coco_backbone_counts(name):
         assert n_trainable == n_total  # full fine-tuning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(ADE20K))
 def test_ade20k_model_counts(name):
     backbone_type, trainable, _, _ = ADE20K[name]
@@ -332,6 +334,7 @@ def test_longest_key_first_weight_decay():
     assert decay[id(named[table])] == 0.
 
 
+@pytest.mark.e2e
 def test_count_params_json():
     name = f'parax/parax_swin-b{ADE}'
     cmd = [sys.executable, str(COUNT_TOOL), str(CONFIGS / name)]
@@ -359,6 +362,7 @@ def test_count_params_json():
     assert result['paper_trainable_backbone_m'] == 5.2
 
 
+@pytest.mark.e2e
 def test_count_params_help_example_works(capsys):
     """The --cfg-options example of --help changes the count of a config
     (the tiny ParaX Swin: rank 8)."""

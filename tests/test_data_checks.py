@@ -117,6 +117,7 @@ def test_evaluation_warns_with_pixels_and_files(bad_data, monkeypatch):
         f'{bad_data["val_label"]}: 6 pixels with values 179')
 
 
+@pytest.mark.e2e
 def test_check_dataset_lists_every_bad_file(bad_data, capsys):
     tool = load_tool('misc/check_dataset.py')
     code = tool.main([
@@ -139,6 +140,7 @@ def test_check_dataset_lists_every_bad_file(bad_data, capsys):
         'val: 1 of 2 samples have problems'
 
 
+@pytest.mark.e2e
 def test_check_dataset_of_a_good_split(tmp_path, capsys):
     root = make_ade20k(str(tmp_path), num_train=2, num_val=1, img_size=32)
     assert load_tool('misc/check_dataset.py').main([
@@ -169,6 +171,7 @@ def test_data_root_option_moves_every_path(config, paths):
         assert node.rstrip('/') == f'/data/x/{tail}'
 
 
+@pytest.mark.e2e
 def test_train_tool_stops_at_out_of_range_labels(tmp_path):
     """tools/train.py on a config of the dataset bases: the error names the
     file, not the loss ('Target 199 is out of bounds')."""

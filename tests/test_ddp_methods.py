@@ -33,6 +33,7 @@ def two_processes(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('method', list(METHODS))
 def test_ddp_equals_one_process(method, two_processes):
     ranks = [

@@ -106,6 +106,7 @@ def dist_trained(tmp_path_factory):
         pretrained_sd=pretrained_sd)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(
     torch.cuda.is_available(),
     reason='checks the CPU-only gloo/BN path; a CUDA device is present')
@@ -268,6 +269,7 @@ def _run_script(name, args, tmp_path, **env):
     return lines[0], [shlex.split(x)[0] for x in lines[1:]]
 
 
+@pytest.mark.e2e
 def test_dist_scripts_commands(tmp_path):
     python = _recorder(tmp_path / 'fake_python')
     pythonpath, argv = _run_script(
@@ -312,6 +314,7 @@ def test_dist_scripts_commands(tmp_path):
     ]
 
 
+@pytest.mark.e2e
 def test_slurm_scripts_commands(tmp_path):
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
@@ -353,6 +356,7 @@ def test_slurm_scripts_commands(tmp_path):
     ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name, args', [('dist_train.sh', ['c.py']),
                                         ('dist_test.sh', ['c.py', 'w']),
                                         ('test.sh', ['c.py']),
@@ -366,6 +370,7 @@ def test_scripts_usage(name, args):
     assert proc.returncode == 2 and 'usage:' in proc.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(
     torch.cuda.is_available(),
     reason='checks the CPU-only gloo/BN path; a CUDA device is present')
@@ -385,6 +390,7 @@ def test_dist_test_two_processes_on_cpu(dist_trained):
     assert match and 0.0 <= float(match.group(1)) <= 100.0
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(
     torch.cuda.is_available(),
     reason='checks the CPU-only gloo/BN path; a CUDA device is present')

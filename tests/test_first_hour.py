@@ -100,6 +100,7 @@ needs_venv = pytest.mark.skipif(
     reason='checks the .venv that tools/install.sh builds; there is none')
 
 
+@pytest.mark.e2e
 @needs_venv
 @pytest.mark.parametrize('script, args, usage', [
     ('test.sh', ['no_such_config.py', 'no.pth', '--help'], 'usage: test.py'),
@@ -123,6 +124,7 @@ def test_scripts_use_the_venv_over_path(stub_bin, tmp_path, script, args,
     assert 'No module named' not in proc.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_python_without_torch_stops_with_a_fix(stub_bin, tmp_path, script):
     stub = str(stub_bin / 'python3')
@@ -141,6 +143,7 @@ def test_python_without_torch_stops_with_a_fix(stub_bin, tmp_path, script):
         assert 'bash tools/install.sh' in lines[2]
 
 
+@pytest.mark.e2e
 def test_missing_interpreter(tmp_path):
     proc = _run('test.sh', ARGS['test.sh'],
                 _env(PYTHON=str(tmp_path / 'nowhere' / 'python')),
@@ -151,6 +154,7 @@ def test_missing_interpreter(tmp_path):
     assert 'PYTHON=/path/to/python' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_without_venv_path_python_is_checked(stub_bin, tmp_path):
     """A copy of the scripts with no .venv beside them falls back to
     python3 from PATH, and says what to do when it lacks torch."""
@@ -170,6 +174,7 @@ def test_without_venv_path_python_is_checked(stub_bin, tmp_path):
     assert f"run 'bash tools/install.sh' in {repo}" in lines[2]
 
 
+@pytest.mark.e2e
 def test_mmparax_venv_is_the_venv(stub_bin, tmp_path):
     """MMPARAX_VENV (where tools/install.sh put the venv) is used like the
     default .venv; a recorder stands in for its python."""
@@ -218,6 +223,7 @@ def rank_64_backbone(rank_64_config):
         total=sum(p.numel() for p in backbone.parameters()))
 
 
+@pytest.mark.e2e
 def test_count_params_user_config_json(rank_64_config, rank_64_backbone,
                                        tmp_path):
     proc = subprocess.run([
@@ -248,6 +254,7 @@ def test_count_params_user_config_json(rank_64_config, rank_64_backbone,
             'whose paper # P is 5.2M') in reason
 
 
+@pytest.mark.e2e
 def test_count_params_user_config_text(rank_64_config, rank_64_backbone,
                                        capsys):
     sys.path.insert(0, osp.join(TOOLS, 'analysis'))

@@ -101,6 +101,7 @@ def test_paper_configs_keep_constructor_heads():
             'constructor'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', [UPERNET, MASK_RCNN, PANOPTIC])
 def test_constructor_vs_init_cfg(name, pretrained):
     checkpoint, expected = pretrained

@@ -173,6 +173,7 @@ def test_per_parameter_lines_stay_at_debug():
     assert {lv for lv, _ in per_param} == {logging.DEBUG}
 
 
+@pytest.mark.e2e
 def test_training_log_has_no_per_parameter_lines(tmp_path):
     """tools/train.py, 4 iterations of the tiny config with the ADE20K
     recipe's custom keys: the log holds the table and no line per
@@ -256,6 +257,7 @@ print(json.dumps(dict(before=run(False), after=run(True))))
 '''
 
 
+@pytest.mark.e2e
 def test_silence_upstream_warnings():
     proc = subprocess.run([sys.executable, '-c', WARNINGS_SCRIPT],
                           capture_output=True, text=True, timeout=120)

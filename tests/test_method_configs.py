@@ -83,6 +83,7 @@ def test_every_baseline_row_has_a_config():
     assert sorted(METHOD_CONFIGS) == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', METHOD_CONFIGS)
 def test_config_is_its_full_sibling_with_a_method(name):
     method_dir, stem = name.split('/')
@@ -143,6 +144,7 @@ def table():
         [str(CONFIGS / d / 'metafile.yml') for d in METHOD_DIRS])
 
 
+@pytest.mark.e2e
 def test_trainable_counts_print_the_papers_figures(table):
     """Every row prints the paper's # P at 0.1M, or is a known misfit whose
     exact count is pinned here (its config says why)."""
@@ -158,6 +160,7 @@ def test_trainable_counts_print_the_papers_figures(table):
     assert not misfits
 
 
+@pytest.mark.e2e
 def test_table_tool_prints_markdown_and_json():
     cmd = [sys.executable, str(TOOL), str(CONFIGS / 'lora')]
     out = subprocess.run(

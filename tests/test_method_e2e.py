@@ -76,6 +76,7 @@ def assets(tmp_path_factory):
                 pretrained={'swin-b': swin, 'convnext-b': convnext})
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name', sorted(RUNS))
 def test_two_iterations_then_test(assets, name, tmp_path):
     backbone, method_key = RUNS[name]

@@ -25,6 +25,7 @@ def test_lora_defaults_to_alpha_one():
         1 / 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', [
     'lora/lora_swin-b_upernet_8xb2-160k_ade20k-512x512.py',
     'lora/lora_convnext-b_mask-rcnn_fpn_8xb2-1x_coco.py',

@@ -152,14 +152,6 @@ def test_gradients_reach_every_trainable_tensor():
     assert x.grad.abs().sum() > 0
 
 
-def test_cpu_depthwise_gradients_match_autograd():
-    from mmparax.peft.parax import _DepthwiseConvCPU
-    for k in (3, 5, 7):
-        x = torch.randn(1, 6, 9, 8, dtype=torch.float64, requires_grad=True)
-        w = torch.randn(6, 1, k, k, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(_DepthwiseConvCPU.apply, (x, w))
-
-
 def test_samples_are_independent():
     adapter, center = build()
     perturb(adapter, center)

@@ -183,6 +183,7 @@ def test_mismatched_checkpoints_raise(tmp_path, source):
 
 
 # -- counts and freeze -------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('arch, router_hidden, expected', [
     ('base', 16, 6_456_000),
     ('large', 16, 9_156_096),

@@ -61,6 +61,7 @@ def test_frozen_params_unchanged_names():
     assert plain <= adapted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch, parax, expected', [
     (dict(embed_dims=128, num_heads=(4, 8, 16, 32)), {}, 5_242_992),
     (dict(embed_dims=192, num_heads=(6, 12, 24, 48)), {}, 7_302_384),

@@ -74,6 +74,7 @@ def evaluate(run, checkpoint, tmp_path, *extra, pretrained=None,
         cwd=tmp_path)
 
 
+@pytest.mark.e2e
 def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
         run, tmp_path):
     full = run['work_dir'] / 'iter_2.pth'
@@ -112,6 +113,7 @@ def test_peft_checkpoint_written_and_evaluated_like_the_full_one(
         metrics_of(tmp_path / 'full' / 'test')
 
 
+@pytest.mark.e2e
 def test_export_equals_the_file_written_in_training(run, tmp_path):
     out = tmp_path / 'exported.safetensors'
     proc = run_tool(
@@ -136,6 +138,7 @@ def test_export_equals_the_file_written_in_training(run, tmp_path):
         written['meta']['dataset_meta']
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
     other = write_checkpoint(
         str(tmp_path / 'convnext.pth'),
@@ -159,6 +162,7 @@ def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
     assert 'partial_load=True' in flagged.stdout + flagged.stderr
 
 
+@pytest.mark.e2e
 def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
     rank4 = ['model.backbone.peft.rank=4']
     proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *rank4)
@@ -183,6 +187,7 @@ def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
     assert 'optimizer' not in resumed.stderr.split('does not fit')[0][-300:]
 
 
+@pytest.mark.e2e
 def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
     other = write_checkpoint(
         str(tmp_path / 'other_swin.pth'),
@@ -197,6 +202,7 @@ def test_peft_checkpoint_needs_its_pretrained_backbone(run, tmp_path):
     check_ok(full)
 
 
+@pytest.mark.e2e
 def test_resume_in_an_empty_work_dir_says_so(run, tmp_path):
     proc = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'empty', '--resume',
@@ -206,6 +212,7 @@ def test_resume_in_an_empty_work_dir_says_so(run, tmp_path):
     assert 'holds no checkpoint to resume from' in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_problems_and_sizes_of_swin_b():
     """Swin-B ParaX UperNet: the PEFT checkpoint is a fraction of the
     full one, and each kind is checked against the right key set."""
@@ -229,6 +236,7 @@ def test_problems_and_sizes_of_swin_b():
     assert 'match nothing' in unexpected
 
 
+@pytest.mark.e2e
 def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
     work_dir = tmp_path / 'keep'
     check_ok(
@@ -246,6 +254,7 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
     ]
 
 
+@pytest.mark.e2e
 def test_runner_type_keeps_strict_loading_and_head_init(run, tmp_path):
     runner = ['runner_type=Runner']
     rank4 = ['model.backbone.peft.rank=4']
@@ -284,6 +293,7 @@ def test_runner_class_for_runner_type():
         runner_class(FlexibleRunner)
 
 
+@pytest.mark.e2e
 def test_hook_argument_typo_stops_before_the_first_iteration(run, tmp_path):
     proc = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'typo',
@@ -327,6 +337,7 @@ def test_check_hook_arguments_names_the_unknown_key(hooks, where, key,
                          'mmseg', Runner.save_checkpoint)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('name',
                          ['best_mIoU_iter_2.pth', 'iter_2_peft.safetensors'])
 def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
@@ -343,6 +354,7 @@ def test_resume_from_a_weights_only_file_is_refused(run, tmp_path, name):
     assert 'load_from=' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_resumed_run_keeps_the_peft_files_it_resumed_from(run, tmp_path):
     work_dir = tmp_path / 'work'
     check_ok(

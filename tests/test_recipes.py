@@ -43,6 +43,7 @@ def test_config_lists():
 # -- ADE20K test pipeline -----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ADE20K)
 def test_ade20k_test_pipeline(name):
     cfg = _cfg(name)
@@ -148,6 +149,7 @@ def mmcv_step_linear_warmup(base_lr, i, epoch, steps=(8, 11), gamma=0.1,
     return regular * (1 - k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ADE20K)
 def test_ade20k_lr_schedule_config(name):
     assert _cfg(name).param_scheduler == [
@@ -190,6 +192,7 @@ def test_ade20k_lr_curve_equals_the_reference():
     assert seen[159999] == pytest.approx(6e-5 / 160000, rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', COCO)
 def test_coco_lr_schedule_config(name):
     assert _cfg(name).param_scheduler == [
@@ -239,6 +242,7 @@ def test_coco_lr_curve_equals_the_reference():
 # -- checkpoints --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ADE20K)
 def test_ade20k_checkpoints(name):
     assert _cfg(name).default_hooks.checkpoint == dict(
@@ -250,6 +254,7 @@ def test_ade20k_checkpoints(name):
         rule='greater')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', COCO)
 def test_coco_checkpoints(name):
     cfg = _cfg(name)
@@ -326,6 +331,7 @@ def test_coco_panoptic_best_key_is_pq():
     assert hook.is_better_than['coco_panoptic/PQ'](50.1, 50.0)
 
 
+@pytest.mark.e2e
 def test_tiny_run_keeps_the_best_checkpoint(tmp_path):
     """The ADE20K bases reach a run: two iterations of the tiny ParaX Swin
     UperNet, validated at the end, write best_mIoU_iter_2.pth."""

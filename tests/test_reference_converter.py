@@ -97,6 +97,7 @@ def test_function_round_trip(backbone, kernel_sizes, capsys):
         assert not any('scale_attn' in k for k in converted)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('backbone', ['swin', 'convnext', 'vmamba'])
 def test_cli_round_trip(backbone, tmp_path):
     model = randomized(build(backbone, (3, )))
@@ -142,6 +143,7 @@ def build_segmentor(cfg):
     return MODELS.build(cfg.model)
 
 
+@pytest.mark.e2e
 def test_whole_segmentor_cli(tmp_path):
     cfg = tiny_segmentor_cfg()
     model = randomized(build_segmentor(cfg))
@@ -186,6 +188,7 @@ def test_whole_segmentor_function():
     build_segmentor(cfg).load_state_dict(converted['state_dict'], strict=True)
 
 
+@pytest.mark.e2e
 def test_unknown_keys_raise_naming_them(tmp_path):
     ref = mmparax_to_reference(randomized(build('swin')).state_dict(), 'swin')
     ref['layers.0.blocks.0.adapter1.gate.weight'] = torch.zeros(2)

@@ -87,6 +87,7 @@ def _reduce_zero_label(png):
 # -- 1. writers ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('data', sorted(SETS))
 def test_writer_is_what_the_mmseg_converter_writes(data, tmp_path):
     converter = _mmseg_dir() / 'tools' / 'dataset_converters' / f'{data}.py'
@@ -356,6 +357,7 @@ def test_documented_80k_override_gives_a_full_80k_poly_schedule():
     assert reference(79999) == pytest.approx(lr / 80000, rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method,data', CONFIG_CASES)
 def test_backbone_counts_and_metafile(method, data):
     from mmengine.registry import MODELS, init_default_scope
@@ -430,6 +432,7 @@ def e2e_assets(tmp_path_factory):
     return dict(options=options, swin_b=swin_b)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('data', sorted(SETS))
 def test_parax_config_two_iterations_then_test(e2e_assets, data, tmp_path):
     spec = SETS[data]

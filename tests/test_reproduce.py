@@ -113,6 +113,7 @@ def result(work_dir):
 # -- plans and tables of the real metafiles -----------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('table,count', [('1', 36), ('10', 18)])
 def test_dry_run_lists_every_row_of_a_table(tmp_path, table, count):
     out = check_ok(tool_main('--table', table, '--dry-run', '--work-root',
@@ -129,6 +130,7 @@ def test_dry_run_lists_every_row_of_a_table(tmp_path, table, count):
     assert not (tmp_path / 'empty').exists()
 
 
+@pytest.mark.e2e
 def test_gather_of_an_empty_root_prints_the_papers_figures(tmp_path):
     out = check_ok(tool_main('gather', '--table', '1', '--work-root',
                              tmp_path))
@@ -147,6 +149,7 @@ def test_gather_of_an_empty_root_prints_the_papers_figures(tmp_path):
             assert cell.strip() == '-' or cell.strip().startswith('missing / ')
 
 
+@pytest.mark.e2e
 def test_selection_errors_name_the_problem(tmp_path):
     proc = tool_main('--table', '99', '--dry-run', '--work-root', tmp_path)
     assert proc.returncode == 2
@@ -157,6 +160,7 @@ def test_selection_errors_name_the_problem(tmp_path):
     assert proc.returncode == 2 and '--partition' in proc.stderr
 
 
+@pytest.mark.slow
 def test_seeds_plan_apart_and_gather_mean_and_spread(tmp_path):
     models = reproduce.select_models(tables=['1'], methods=['ParaX'],
                                      backbones=['Swin-B'])
@@ -257,6 +261,7 @@ def local_table(tiny):
                 again=again, finished=finished)
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_and_only_it(tiny, local_table):
     n = names(tiny)
     first = local_table['first']
@@ -350,6 +355,7 @@ def slurm_parax(tiny):
     return dict(work_root=work_root, proc=proc, record=record)
 
 
+@pytest.mark.e2e
 def test_slurm_path_and_resumed_equals_uninterrupted(tiny, local_table,
                                                      slurm_parax):
     # a failure is reported with its log, the other run goes on
@@ -385,6 +391,7 @@ def test_slurm_path_and_resumed_equals_uninterrupted(tiny, local_table,
     assert f"{resumed['metrics']['mIoU']:.2f} / " in tables['resumed'][0]
 
 
+@pytest.mark.e2e
 def test_two_gloo_processes(tiny):
     work_root = tiny['root'] / 'dist'
     out = check_ok(run_tool('--metafile', tiny['metafile'], '--method',
@@ -402,6 +409,7 @@ def test_two_gloo_processes(tiny):
                                     'reproduce_test.log').read_text()
 
 
+@pytest.mark.e2e
 def test_gather_marks_and_outputs(tiny, local_table, slurm_parax, tmp_path):
     n = names(tiny)
     work_root = tmp_path / 'work'

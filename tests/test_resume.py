@@ -82,6 +82,7 @@ def differing(state_a, state_b):
     return [k for k in state_a if not torch.equal(state_a[k], state_b[k])]
 
 
+@pytest.mark.e2e
 def test_killed_and_resumed_run_is_bit_identical(config, tmp_path,
                                                   monkeypatch):
     # no key, no record: nothing but the work dir is needed to resume
@@ -110,6 +111,7 @@ def test_killed_and_resumed_run_is_bit_identical(config, tmp_path,
     assert torch.equal(loaded[0]['torch'], states[0]['torch'])
 
 
+@pytest.mark.e2e
 def test_resume_without_hook_drifts(config, tmp_path):
     train(config, tmp_path / 'straight', *NO_HOOK)
     log = train_killed(config, tmp_path / 'killed', *NO_HOOK)

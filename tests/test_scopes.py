@@ -50,6 +50,7 @@ def tiny_model_cfg(name, cls):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, cls, scope, model_type', CASES)
 def test_backbone_builds_in_both_scopes(name, cls, scope, model_type):
     cfg = tiny_model_cfg(name, cls)

@@ -248,6 +248,7 @@ def test_model_counts(name):
             assert id(p) not in lrs, n
 
 
+@pytest.mark.e2e
 def test_count_params_tool_counts_backbone_and_model():
     tool = ROOT / 'tools' / 'analysis' / 'count_params.py'
     out = subprocess.run(
@@ -283,6 +284,7 @@ def test_metafiles_and_readmes():
 # -- end to end ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_tiny_setr_trains_and_tests(tmp_path):
     """The ParaX recipe with a tiny ViT (tests/configs): two iterations
     through tools/train.py from a random timm-layout checkpoint (position

@@ -83,6 +83,7 @@ def trained(tmp_path_factory):
 # -- end to end --------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_train_keeps_backbone_frozen(trained):
     work_dir = trained['work_dir']
     for name in ('iter_2.pth', 'iter_4.pth', 'last_checkpoint',
@@ -113,6 +114,7 @@ def test_train_keeps_backbone_frozen(trained):
     assert 'trainable params' in trained['log']  # PEFTCheckHook ran
 
 
+@pytest.mark.e2e
 def test_test_py_loads_runner_checkpoint(trained, tmp_path):
     # a Runner checkpoint outside the work dir, weights-only, no trust
     ckpt = tmp_path / 'elsewhere' / 'iter_4.pth'
@@ -134,6 +136,7 @@ def test_test_py_loads_runner_checkpoint(trained, tmp_path):
     assert len(glob.glob(str(out / '*.png'))) == 4
 
 
+@pytest.mark.e2e
 def test_test_py_refuses_untrusted_foreign_pickle(trained, tmp_path):
     import argparse
 
@@ -162,6 +165,7 @@ def test_test_py_refuses_untrusted_foreign_pickle(trained, tmp_path):
     assert 'weights_only=False' in trusted.stdout + trusted.stderr
 
 
+@pytest.mark.e2e
 def test_resume_continues_from_saved_iteration(trained):
     # runs after the tests reading iter_4.pth; only adds iter_6.pth
     proc = run_tool(
@@ -184,6 +188,7 @@ def test_resume_continues_from_saved_iteration(trained):
                            state_4['backbone.expert_centers.0.0.down'])
 
 
+@pytest.mark.e2e
 def test_mmdet_config_train_and_test(tmp_path):
     """The same tools run an mmdet-scope Mask R-CNN config."""
     coco = make_coco_instance(
@@ -373,6 +378,7 @@ def test_amp_flag(monkeypatch):
 # -- arguments and scopes ----------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_resume_argument():
     train = load_tool('train')
     cfg = Config(dict(resume=False, load_from='pre.pth'))

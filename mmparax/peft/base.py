@@ -111,6 +111,24 @@ def check_choice(method: str, name: str, value, choices) -> None:
         _fail(method, name, f'one of {tuple(choices)}', value)
 
 
+def check_bool(method: str, name: str, value) -> None:
+    """Raise TypeError unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f'{method}: {name} must be True or False, got {value!r}')
+
+
+def per_stage(method: str, name: str, value, stage: int):
+    """The value of ``stage``: ``value`` itself, or ``value[stage]`` when it
+    is a list or tuple (one value per stage)."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    if stage >= len(value):
+        raise ValueError(f'{method}: {name}={value!r} gives no value for '
+                         f'stage {stage}; give one value per stage')
+    return value[stage]
+
+
 def check_names(method: str, name: str, value,
                 what: str) -> Optional[Tuple[str, ...]]:
     """``value`` as a tuple (None stays None); raises TypeError unless it is

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from mmparax.models import ConvNeXt, Swin, ViT, VMamba
 from mmparax.peft import PEFTModule, build_peft_method
+from mmparax.registry import PEFT_METHODS
 from .checkpoints import tiny_swin_kwargs
 from .convnext import tiny_convnext_kwargs
 from .vit import tiny_vit_kwargs
@@ -21,35 +22,44 @@ HOSTS = {
     # featmap outputs of blocks 1 and 3: two block groups; a 5 x 7 patch grid
     'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
 }
-# Every method at small widths (no dropout: checks that run two models one
-# after the other compare them).
-METHODS = {
-    'ParaX': dict(type='ParaX', rank=8, router_hidden=4),
-    'LoRA': dict(type='LoRA', rank=4, alpha=8),
-    'VPT': dict(type='VPT', num_tokens=3),
-    'AdaptFormer': dict(type='AdaptFormer', hidden_dim=8, dropout=0.),
-    'RepAdapter': dict(type='RepAdapter', hidden_dim=8, dropout=0.),
-    'LoRand': dict(type='LoRand', hidden_dim=8, num_branches=2,
-                   branch_rank=2),
-    'SNELL': dict(type='SNELL', rank=4),
-    'CoLoRA': dict(type='CoLoRA', rank=4),
-    'Mona': dict(type='Mona', hidden_dim=8, dropout=0.),
+# Small widths of the methods whose defaults are too wide for the tiny hosts
+# (no dropout: checks that run two models one after the other compare them).
+SMALL = {
+    'ParaX': dict(rank=8, router_hidden=4),
+    'LoRA': dict(rank=4, alpha=8),
+    'VPT': dict(num_tokens=3),
+    'AdaptFormer': dict(hidden_dim=8, dropout=0.),
+    'RepAdapter': dict(hidden_dim=8, dropout=0.),
+    'LoRand': dict(hidden_dim=8, num_branches=2, branch_rank=2),
+    'SNELL': dict(rank=4),
+    'CoLoRA': dict(rank=4),
+    'Mona': dict(hidden_dim=8, dropout=0.),
 }
 
 
+def method_settings(name: str) -> dict:
+    """The config of the registered method ``name`` on the tiny hosts: its
+    :data:`SMALL` widths, or its defaults."""
+    return dict(type=name, **SMALL.get(name, {}))
+
+
 def fits(method: str, host: str) -> bool:
-    """Whether the host declares all that the method declares it needs."""
-    return not build_peft_method(METHODS[method]).missing(HOSTS[host][0])
-
-
-#: (method, host) pairs that fit, and those that must be refused
-PAIRS = [(m, h) for m in METHODS for h in HOSTS if fits(m, h)]
-UNFIT = [(m, h) for m in METHODS for h in HOSTS if not fits(m, h)]
+    """Whether the host declares all that the registered method declares it
+    needs."""
+    return not build_peft_method(method_settings(method)).missing(
+        HOSTS[host][0])
 
 
 def hosts_of(method: str) -> List[str]:
-    """The hosts of :data:`HOSTS` that ``method`` fits."""
-    return [h for m, h in PAIRS if m == method]
+    """The hosts of :data:`HOSTS` the registered method ``method`` fits."""
+    return [h for h in HOSTS if fits(method, h)]
+
+
+# Every method mmparax registers, at small widths; the (method, host) pairs
+# that fit, and those that must be refused.
+METHODS = {name: method_settings(name) for name in PEFT_METHODS.module_dict}
+PAIRS = [(m, h) for m in METHODS for h in HOSTS if fits(m, h)]
+UNFIT = [(m, h) for m in METHODS for h in HOSTS if not fits(m, h)]
 
 
 def build_pair(host: str, peft=None, seed: int = 0, **overrides) -> nn.Module:

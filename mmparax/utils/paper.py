@@ -1,5 +1,6 @@
 """The paper's figures recorded in the configs' metafiles."""
 import ast
+import functools
 import os.path as osp
 from typing import Iterator
 
@@ -132,9 +133,7 @@ def metafile_models(metafile: str) -> Iterator[dict]:
 
 #: the repository root, against which metafiles name their configs
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# the order of the paper's rows and columns
-METHODS = ('Full fine-tuning', 'VPT', 'LoRA', 'AdaptFormer', 'RepAdapter',
-           'LoRand', 'SNELL', 'CoLoRA', 'Mona', 'ParaX')
+# the order of the paper's columns (its rows: :func:`paper_methods`)
 BACKBONES = ('Swin-B', 'Swin-L', 'ConvNeXt-B', 'ConvNeXt-L', 'VMamba-B',
              'ViT-B', 'ViT-L')
 DATASETS = ('ADE20K', 'COCO', 'Potsdam', 'LoveDA', 'CIFAR-100', 'SVHN',
@@ -156,6 +155,18 @@ def metafiles(sources=()) -> list:
                 f'{source}: neither a metafile.yml nor a folder holding one')
         paths.append(path)
     return paths
+
+
+@functools.lru_cache()
+def paper_methods() -> tuple:
+    """The metafile collections (methods) in the order ``model-index.yml``
+    imports them: the order of the paper's rows."""
+    names = []
+    for metafile in metafiles():
+        with open(metafile) as f:
+            names += [c['Name'] for c in
+                      (yaml.safe_load(f) or {}).get('Collections', [])]
+    return tuple(names)
 
 
 def config_path(model: dict) -> str:
@@ -215,7 +226,7 @@ def paper_order(row: dict) -> tuple:
     return (int(table[:-1]) if table[-1:].isalpha() else
             int(table) if table.isdigit() else 99, table, row['task'],
             _index(BACKBONES, row['backbone']),
-            _index(METHODS, row['method']), row['method'])
+            _index(paper_methods(), row['method']), row['method'])
 
 
 def table_layout(rows: list) -> tuple:
@@ -228,6 +239,7 @@ def table_layout(rows: list) -> tuple:
     order = DATASETS if by == 'data' else BACKBONES
     columns = sorted(dict.fromkeys(r[by] for r in rows),
                      key=lambda c: _index(order, c))
+    order = paper_methods()
     methods = sorted(dict.fromkeys(r['method'] for r in rows),
-                     key=lambda m: _index(METHODS, m))
+                     key=lambda m: _index(order, m))
     return by, columns, methods

@@ -62,31 +62,41 @@ from mmengine.config import Config
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.utils import build_config_model
+from mmparax.utils.paper import metafile_models, metafiles, parse_millions
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-_DET = '_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py'
-METHODS = ('lora', 'adaptformer', 'repadapter', 'lorand', 'snell', 'mona',
-           'vpt')
-DEFAULT_CONFIGS = ([f'configs/full/full{_DET}'] +
-                   [f'configs/{m}/{m}{_DET}' for m in METHODS] +
-                   [f'configs/parax/ablations/parax-static-conv{_DET}',
-                    f'configs/parax/parax{_DET}'])
-
 FULL = 'Full-tuning'
 NOCONV = 'ParaX\u2021'  # ParaX without its routed spatial experts
-#: Table 15: Swin-L Mask R-CNN, 1280x800, batch 4; method -> (# P (M),
-#: throughput (images/s), memory (GB), box AP, mask AP)
-PAPER_TABLE15 = OrderedDict([
-    (FULL, (195.0, 4.6, 3.2, 48.6, 43.8)),
-    ('LoRA', (8.1, 4.1, 2.4, 42.3, 40.4)),
-    ('AdaptFormer', (8.1, 5.2, 2.1, 46.3, 42.8)),
-    ('RepAdapter', (8.7, 4.8, 2.5, 46.9, 43.1)),
-    ('LoRand', (8.2, 5.1, 2.5, 44.9, 41.8)),
-    ('SNELL', (7.5, 5.0, 2.3, 41.3, 39.3)),
-    ('Mona', (7.5, 3.9, 3.3, 48.1, 43.9)),
-    (NOCONV, (7.0, 5.0, 2.7, 47.7, 43.5)),
-    ('ParaX', (7.3, 4.0, 3.2, 48.6, 44.0)),
-])
+
+
+def _table15_models():
+    """The metafile models of Table 15: the Swin-L Mask R-CNN configs, in
+    the paper's order."""
+    return [
+        m for f in metafiles() for m in metafile_models(f)
+        if m['Metadata'].get('Architecture', [])[:2] == ['Swin-L',
+                                                         'Mask R-CNN']
+    ]
+
+
+def _paper_figures(model):
+    """The ``Table 15`` metadata of a metafile model: (# P (M), throughput
+    (images/s), memory (GB), box AP, mask AP), or None."""
+    row = model['Metadata'].get('Table 15')
+    return None if row is None else (
+        parse_millions(row['Trainable Parameters']),
+        row['Training Throughput (img/s)'], row['Training Memory (GB)'],
+        row['box AP'], row['mask AP'])
+
+
+#: the configs of Table 15 (relative to the repository), every method's
+DEFAULT_CONFIGS = [m['Config'] for m in _table15_models()]
+#: Table 15 (Swin-L Mask R-CNN, 1280x800, batch 4) from the metafiles:
+#: real config path -> :func:`_paper_figures`
+PAPER_TABLE15 = {
+    osp.realpath(osp.join(ROOT, m['Config'])): _paper_figures(m)
+    for m in _table15_models() if _paper_figures(m) is not None
+}
 PAPER_SETTING = 'Swin-L, 1280x800, batch 4, GPU'
 
 
@@ -191,11 +201,10 @@ def method_name(backbone):
     method = getattr(backbone, 'peft', None)
     if method is None:
         return FULL
-    adapter_cfg = getattr(method, 'adapter_cfg', {})
     name = method.name
     if name == 'ParaX' and not method.kernel_sizes:
         name = NOCONV
-    if adapter_cfg.get('with_cp'):
+    if getattr(getattr(method, 'settings', None), 'with_cp', False):
         name += ' (with_cp)'
     return name
 
@@ -449,21 +458,11 @@ def benchmark(args, configs):
     return results
 
 
-def in_table15(config):
-    """Whether ``config`` is one of the configs of Table 15
-    (:data:`DEFAULT_CONFIGS`), whatever the current directory."""
-    return osp.realpath(config) in {
-        osp.realpath(osp.join(ROOT, c)) for c in DEFAULT_CONFIGS
-    }
-
-
 def paper_row(result):
     """Table 15's figures for a result, or None: a config that is not one of
     Table 15's (another backbone, a copy or a variant) gets none, whatever
     its method."""
-    if not in_table15(result['config']):
-        return None
-    return PAPER_TABLE15.get(result['method'])
+    return PAPER_TABLE15.get(osp.realpath(result['config']))
 
 
 def add_ratios(results):
@@ -614,8 +613,7 @@ def plot(results, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    names = list(OrderedDict.fromkeys(
-        [r['method'] for r in results] + list(PAPER_TABLE15)))
+    names = list(OrderedDict.fromkeys(r['method'] for r in results))
     cmap = plt.get_cmap('tab10' if len(names) <= 10 else 'tab20')
     colors = {n: cmap(i % cmap.N) for i, n in enumerate(names)}
     ours = [(r['method'], r['mem_mb'], r['imgs_per_s']) for r in results]
