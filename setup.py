@@ -16,8 +16,8 @@ with open(osp.join(osp.dirname(__file__), 'mmparax', 'version.py')) as f:
 setup(
     name='mmparax',
     version=version['__version__'],
-    description='ParaX (Parameters as Experts) parameter-efficient fine-tuning '
-    'for OpenMMLab 2.x dense prediction',
+    description='ParaX (Parameters as Experts) parameter-efficient '
+    'fine-tuning for OpenMMLab 2.x dense prediction',
     long_description=open(osp.join(osp.dirname(__file__), 'README.md')).read()
     if osp.exists(osp.join(osp.dirname(__file__), 'README.md')) else '',
     long_description_content_type='text/markdown',

@@ -30,8 +30,12 @@ sys.path.insert(0, ROOT)
 
 from mmengine.config import Config  # noqa: E402
 
-from mmparax.testing import (make_ade20k, swin_to_microsoft,  # noqa: E402
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (  # noqa: E402
+    make_ade20k,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 CONFIG = osp.join(ROOT, 'configs', 'demo',
                   'parax_swin-tiny_upernet_1xb4-300i_demo-64x64.py')

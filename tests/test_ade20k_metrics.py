@@ -20,9 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mmparax.testing import (check_ok, make_ade20k, run_tool,
-                             swin_to_microsoft, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (
+    check_ok,
+    make_ade20k,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ADE20K_CFG = osp.join(REPO, 'configs', '_base_', 'datasets', 'ade20k.py')

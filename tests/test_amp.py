@@ -16,9 +16,15 @@ from mmparax.apis import runtime
 from mmparax.engine import CPUAmpOptimWrapper
 from mmparax.peft.parax import FP16_ON_CPU_ENV
 from mmparax.testing import check_ok, run_tool, short_demo_config
-from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, build_pair,
-                                  float16_forward_backward, float16_method,
-                                  perturb)
+from mmparax.testing.peft import (
+    HOSTS,
+    METHODS,
+    PAIRS,
+    build_pair,
+    float16_forward_backward,
+    float16_method,
+    perturb,
+)
 
 ENV = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 STAND_IN = 'CPUAmpOptimWrapper: no CUDA device, the CPU stand-in'

@@ -12,19 +12,33 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from mmparax.analysis import (GateRecorder, Normalizer, build_model,
-                              cka_matrix, high_contribution_ratio,
-                              input_gradient_map, linear_cka,
-                              load_checkpoint_strict, load_config, mean_erf,
-                              record_gates, stage_adapters)
+from mmparax.analysis import (
+    GateRecorder,
+    Normalizer,
+    build_model,
+    cka_matrix,
+    high_contribution_ratio,
+    input_gradient_map,
+    linear_cka,
+    load_checkpoint_strict,
+    load_config,
+    mean_erf,
+    record_gates,
+    stage_adapters,
+)
 from mmparax.analysis.cka import collect_features, stage_layers
 from mmparax.analysis.inputs import list_images, parse_model_specs
 from mmparax.apis.peft_checkpoint import save_peft_checkpoint
 from mmparax.apis.runner import CheckpointMismatchError
 from mmparax.models.backbones import Swin
-from mmparax.testing import (check_ok, run_tool, swin_to_microsoft,
-                             tiny_swin_kwargs, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (
+    check_ok,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_kwargs,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG = osp.join(REPO, 'configs', 'demo',

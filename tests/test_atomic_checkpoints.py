@@ -147,7 +147,8 @@ def test_kill_during_save_resumes_from_last_complete_checkpoint(
     assert f'Iter(train) [{TOTAL}/{TOTAL}]' in log
     names = sorted(os.listdir(work_dir))
     assert not [n for n in names if n.endswith('.part')], names
-    assert f'iter_{TOTAL}.pth' in names and f'iter_{TOTAL}_peft.safetensors' in names
+    assert f'iter_{TOTAL}.pth' in names
+    assert f'iter_{TOTAL}_peft.safetensors' in names
     assert (work_dir / 'last_checkpoint').read_text().endswith(
         f'iter_{TOTAL}.pth')
     assert_complete(work_dir)

@@ -16,8 +16,12 @@ from mmengine.logging import MMLogger
 from mmseg.models.backbones.swin import PatchMerging
 
 from mmparax.models.backbones import ParaXSwin, Swin
-from mmparax.testing import (swin_to_microsoft, tiny_swin_kwargs,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (
+    swin_to_microsoft,
+    tiny_swin_kwargs,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 PARAX = dict(rank=8, router_hidden=4)
 OUTPUT_NORM = re.compile(r'^norm\d+\.')

@@ -2,7 +2,6 @@
 the files a run writes (weights-only with the Runner's allow-list), trust of
 only what the user names, damaged files, and what the restricted loader
 reports it refused."""
-import json
 import os
 import os.path as osp
 
@@ -16,17 +15,29 @@ from mmengine.runner import checkpoint as mm_checkpoint
 
 import mmparax
 from mmparax.apis import runtime, trusted_loading
-from mmparax.apis.trusted_loading import (TRUST_ENV, DamagedCheckpointError,
-                                          UntrustedCheckpointError,
-                                          load_from_local, load_from_remote,
-                                          register_trusted_loader,
-                                          trust_checkpoints)
-from mmparax.testing import (check_ok, check_weights_only, run_tool,
-                             short_demo_config, tiny_swin_kwargs,
-                             tiny_swin_state_dict)
+from mmparax.apis.trusted_loading import (
+    TRUST_ENV,
+    DamagedCheckpointError,
+    UntrustedCheckpointError,
+    load_from_local,
+    load_from_remote,
+    register_trusted_loader,
+    trust_checkpoints,
+)
+from mmparax.testing import (
+    check_ok,
+    check_weights_only,
+    run_tool,
+    short_demo_config,
+    tiny_swin_kwargs,
+    tiny_swin_state_dict,
+)
 from mmparax.utils import restricted_load
-from mmparax.utils.restricted_load import (load_weights_file,
-                                           refusal_reason, refused_global)
+from mmparax.utils.restricted_load import (
+    load_weights_file,
+    refusal_reason,
+    refused_global,
+)
 
 URL = 'https://models.example.org/releases/v1/swin_tiny_crafted.pth'
 

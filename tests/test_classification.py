@@ -21,13 +21,21 @@ from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 from PIL import Image
 
 from mmparax.apis.peft_checkpoint import load_safetensors
-from mmparax.testing import (check_ok, check_weights_only, run_tool,
-                             write_checkpoint)
-from mmparax.testing.classification import (CIFAR100_SUPERCLASSES,
-                                            UncheckedCIFAR100, make_cifar100,
-                                            make_food101_raw,
-                                            make_image_folders,
-                                            make_imagenet_r_raw, make_svhn_mat)
+from mmparax.testing import (
+    check_ok,
+    check_weights_only,
+    run_tool,
+    write_checkpoint,
+)
+from mmparax.testing.classification import (
+    CIFAR100_SUPERCLASSES,
+    UncheckedCIFAR100,
+    make_cifar100,
+    make_food101_raw,
+    make_image_folders,
+    make_imagenet_r_raw,
+    make_svhn_mat,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'

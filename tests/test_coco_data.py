@@ -13,8 +13,14 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mmparax.testing import (COCO_STUFF, COCO_THINGS, coco_metainfo, id2rgb,
-                             make_coco_instance, make_coco_panoptic)
+from mmparax.testing import (
+    COCO_STUFF,
+    COCO_THINGS,
+    coco_metainfo,
+    id2rgb,
+    make_coco_instance,
+    make_coco_panoptic,
+)
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -194,8 +200,11 @@ def test_real_category_tables():
 
     from mmdet.datasets import CocoDataset, CocoPanopticDataset
 
-    from mmparax.testing.coco import (COCO_STUFF_IDS, COCO_THING_IDS,
-                                      coco_categories)
+    from mmparax.testing.coco import (
+        COCO_STUFF_IDS,
+        COCO_THING_IDS,
+        coco_categories,
+    )
     things, stuff = coco_categories('things'), coco_categories('stuff')
     assert len(things) == 80 and len(stuff) == 53
     assert [n for _, n in things] == list(CocoDataset.METAINFO['classes'])

@@ -19,11 +19,18 @@ import re
 import pytest
 import torch
 
-from mmparax.testing import (check_ok, check_weights_only,
-                             convnext_to_facebook,
-                             make_coco_instance, make_coco_panoptic, run_tool,
-                             swin_to_microsoft, tiny_convnext_state_dict,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (
+    check_ok,
+    check_weights_only,
+    convnext_to_facebook,
+    make_coco_instance,
+    make_coco_panoptic,
+    run_tool,
+    swin_to_microsoft,
+    tiny_convnext_state_dict,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'tests', 'configs')

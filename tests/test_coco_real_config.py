@@ -23,9 +23,15 @@ import os.path as osp
 import pytest
 import torch
 
-from mmparax.testing import (check_ok, make_coco_instance, make_coco_panoptic,
-                             run_tool, swin_to_microsoft, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (
+    check_ok,
+    make_coco_instance,
+    make_coco_panoptic,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 from mmparax.testing.coco import coco_categories
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

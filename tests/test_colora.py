@@ -8,9 +8,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.models import ConvNeXt, Swin, VMamba
-from mmparax.peft.colora import (CoLoRAConv, CoLoRAPointwise, _reflect_index,
-                                 bilateral_filter, gaussian_window,
-                                 reflect_pad)
+from mmparax.peft.colora import (
+    CoLoRAConv,
+    CoLoRAPointwise,
+    _reflect_index,
+    bilateral_filter,
+    gaussian_window,
+    reflect_pad,
+)
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 VMAMBA = dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0))

@@ -373,7 +373,8 @@ def test_count_params_help_example_works(capsys):
     help_text = ' '.join(capsys.readouterr().out.split())
     (example, ) = re.findall(r'e\.g\. (\S+=\S+)\)?', help_text)
     assert example == 'model.backbone.peft.rank=64'
-    tiny = str(ROOT / 'tests' / 'configs' / 'tiny_parax_swin_upernet_ade20k.py')
+    tiny = str(ROOT / 'tests' / 'configs' /
+               'tiny_parax_swin_upernet_ade20k.py')
     base = tool.main([tiny, '--json'])
     changed = tool.main([tiny, '--json', '--cfg-options', example])
     assert changed['trainable_backbone'] > base['trainable_backbone']

@@ -175,8 +175,11 @@ def test_data_root_option_moves_every_path(config, paths):
 def test_train_tool_stops_at_out_of_range_labels(tmp_path):
     """tools/train.py on a config of the dataset bases: the error names the
     file, not the loss ('Target 199 is out of bounds')."""
-    from mmparax.testing import (swin_to_microsoft, tiny_swin_state_dict,
-                                 write_checkpoint)
+    from mmparax.testing import (
+        swin_to_microsoft,
+        tiny_swin_state_dict,
+        write_checkpoint,
+    )
     root = make_ade20k(
         str(tmp_path / 'ade'), num_train=2, num_val=1, img_size=32,
         num_classes=4)

@@ -25,7 +25,8 @@ def two_processes(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
-         '2', '--master_port', str(free_port()), '-m', 'mmparax.testing.ddp', str(out)],
+         '2', '--master_port', str(free_port()), '-m', 'mmparax.testing.ddp',
+         str(out)],
         env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]

@@ -16,8 +16,12 @@ from mmengine.config import Config
 
 from mmparax.apis import runtime
 from mmparax.apis.trusted_loading import TRUST_ENV
-from mmparax.testing import (make_ade20k, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (
+    make_ade20k,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')

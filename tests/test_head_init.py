@@ -14,8 +14,12 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from mmparax.apis.runner import PEFTRunner, init_model_weights
-from mmparax.testing import (swin_to_microsoft, tiny_swin_kwargs,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (
+    swin_to_microsoft,
+    tiny_swin_kwargs,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                    'configs')

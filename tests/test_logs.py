@@ -24,8 +24,13 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 from mmparax.engine import PEFTOptimWrapperConstructor
-from mmparax.testing import (make_ade20k, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.testing import (
+    make_ade20k,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',

@@ -18,10 +18,16 @@ import pytest
 import torch
 
 from mmparax.apis.peft_checkpoint import load_safetensors
-from mmparax.testing import (check_ok, convnext_to_facebook, make_ade20k,
-                             run_tool, swin_to_microsoft,
-                             tiny_convnext_state_dict, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (
+    check_ok,
+    convnext_to_facebook,
+    make_ade20k,
+    run_tool,
+    swin_to_microsoft,
+    tiny_convnext_state_dict,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ADE = '_upernet_8xb2-160k_ade20k-512x512.py'

@@ -7,8 +7,13 @@ import torch.nn as nn
 from mmparax.peft import PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off
-from mmparax.testing.peft import (HOSTS, build_pair, hosts_of,
-                                  method_settings, perturb)
+from mmparax.testing.peft import (
+    HOSTS,
+    build_pair,
+    hosts_of,
+    method_settings,
+    perturb,
+)
 from mmparax.testing.tools import load_tool
 
 

@@ -225,7 +225,8 @@ def test_adapter_init_is_not_identity():
     adapter, center = build()
     x = torch.randn(2, 30, 12, dtype=torch.float64)
     assert not torch.allclose(adapter(x, HW, center), x)
-    torch.testing.assert_close(adapter.norm_gamma, torch.full_like(adapter.norm_gamma, 1e-5))
+    torch.testing.assert_close(adapter.norm_gamma,
+                               torch.full_like(adapter.norm_gamma, 1e-5))
     assert torch.all(adapter.layer_scale == 1)
     assert torch.all(adapter.res_bias == 0)
     assert torch.all(adapter.proj.bias == 0)

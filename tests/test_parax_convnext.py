@@ -7,13 +7,20 @@ import torch
 from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
 
 from mmparax.models import ConvNeXt, ParaXConvNeXt
-from mmparax.models.backbones.convnext import (_facebook_to_mmpretrain_own,
-                                               _mmpretrain_converter,
-                                               facebook_to_mmpretrain)
-from mmparax.testing import (convnext_to_facebook, swin_to_microsoft,
-                             switch_off, tiny_convnext_kwargs,
-                             tiny_convnext_state_dict, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.models.backbones.convnext import (
+    _facebook_to_mmpretrain_own,
+    _mmpretrain_converter,
+    facebook_to_mmpretrain,
+)
+from mmparax.testing import (
+    convnext_to_facebook,
+    swin_to_microsoft,
+    switch_off,
+    tiny_convnext_kwargs,
+    tiny_convnext_state_dict,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 PARAX = dict(rank=8, router_hidden=4)
 OUTPUT_NORM = re.compile(r'^norm\d+\.')

@@ -12,12 +12,22 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
-                                          load_safetensors, peft_checkpoint,
-                                          save_peft_checkpoint)
-from mmparax.testing import (check_ok, make_ade20k, run_tool,
-                             swin_to_microsoft, tiny_convnext_state_dict,
-                             tiny_swin_state_dict, write_checkpoint)
+from mmparax.apis.peft_checkpoint import (
+    PEFT_META,
+    checkpoint_problems,
+    load_safetensors,
+    peft_checkpoint,
+    save_peft_checkpoint,
+)
+from mmparax.testing import (
+    check_ok,
+    make_ade20k,
+    run_tool,
+    swin_to_microsoft,
+    tiny_convnext_state_dict,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',

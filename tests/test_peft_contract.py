@@ -17,8 +17,15 @@ from mmparax.models import Swin
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off
-from mmparax.testing.peft import (HOSTS, METHODS, PAIRS, UNFIT,
-                                  build_pair, hosts_of, perturb)
+from mmparax.testing.peft import (
+    HOSTS,
+    METHODS,
+    PAIRS,
+    UNFIT,
+    build_pair,
+    hosts_of,
+    perturb,
+)
 
 # prompt tokens always take part in attention: no value makes VPT a no-op
 SWITCHABLE = [(m, h) for m, h in PAIRS if m != 'VPT']
@@ -80,7 +87,8 @@ OUTPUT_NORMS_TRAINED = {
 @pytest.mark.parametrize('host', ['Swin', 'VMamba'])
 @pytest.mark.parametrize('setting', [True, False])
 def test_train_output_norms_overrides_the_default(host, setting):
-    model = build_pair(host, dict(METHODS['ParaX'], train_output_norms=setting))
+    model = build_pair(host,
+                       dict(METHODS['ParaX'], train_output_norms=setting))
     norms = [p for prefix in model.new_module_names()
              for p in model.get_submodule(prefix).parameters()]
     assert norms and all(p.requires_grad == setting for p in norms)
@@ -149,7 +157,8 @@ def test_gradients_reach_every_trainable_parameter(method, host):
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_checkpointed_blocks_give_the_same_gradients(method, host):
     model = build_pair(host, METHODS[method], drop_path_rate=0.0)
-    cp_model = build_pair(host, METHODS[method], drop_path_rate=0.0, with_cp=True)
+    cp_model = build_pair(host, METHODS[method], drop_path_rate=0.0,
+                          with_cp=True)
     perturb(model)
     cp_model.load_state_dict(model.state_dict())
     x = torch.randn(*HOSTS[host][2])
@@ -270,7 +279,8 @@ def test_bad_method_configs_fail_at_build(peft, match):
 def test_frozen_stages_refused_with_a_method_on_every_host(host, value):
     with pytest.raises(ValueError, match='frozen_stages'):
         build_pair(host, METHODS['ParaX'], frozen_stages=value)
-    build_pair(host, frozen_stages=value)  # full fine-tuning: upstream's meaning
+    # full fine-tuning: upstream's meaning
+    build_pair(host, frozen_stages=value)
 
 
 # -- a new method is one small class -------------------------------------
@@ -308,7 +318,8 @@ def _tokens(x):
 def test_residual_sites_receive_the_residual_stream(host):
     """What the module at each residual site receives, computed from the
     frozen block's own layers (pins where the adapters sit)."""
-    model = build_pair(host, dict(type='ProbeMethod', sites=['residual'])).eval()
+    model = build_pair(host,
+                       dict(type='ProbeMethod', sites=['residual'])).eval()
     _, blocks = model.peft_stages()[1]
     block = blocks[0]
     seen_input = {}

@@ -13,9 +13,14 @@ from mmengine.hooks import ParamSchedulerHook
 from mmengine.optim import OptimWrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 
-from mmparax.testing import (make_ade20k, make_coco_instance, run_tool,
-                             swin_to_microsoft, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.testing import (
+    make_ade20k,
+    make_coco_instance,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
@@ -317,8 +322,7 @@ def test_coco_panoptic_best_key_is_pq():
     """CocoPanopticMetric returns coco_panoptic/PQ first; mmengine cannot
     infer a rule for 'PQ', hence rule='greater'."""
     from mmdet.evaluation import CocoPanopticMetric
-    from mmdet.evaluation.metrics.coco_panoptic_metric import \
-        parse_pq_results
+    from mmdet.evaluation.metrics.coco_panoptic_metric import parse_pq_results
     from mmengine.hooks import CheckpointHook
     part = dict(pq=0.5, sq=0.8, rq=0.6)
     keys = list(parse_pq_results(dict(All=part, Things=part, Stuff=part)))
@@ -355,8 +359,9 @@ def test_tiny_run_keeps_the_best_checkpoint(tmp_path):
         f'model.backbone.init_cfg.checkpoint={pretrained}',
         'train_cfg.max_iters=2', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    names = {p.name for p in work_dir.glob('*.pth')}
-    assert {'iter_2.pth', 'iter_2_peft.safetensors', 'best_mIoU_iter_2.pth'} <= names
+    names = {p.name for p in work_dir.iterdir()}
+    assert {'iter_2.pth', 'iter_2_peft.safetensors',
+            'best_mIoU_iter_2.pth'} <= names
     assert 'The best checkpoint with' in proc.stdout + proc.stderr
     best = torch.load(
         work_dir / 'best_mIoU_iter_2.pth', map_location='cpu',

@@ -16,8 +16,10 @@ from mmparax.testing.checkpoints import write_checkpoint
 from mmparax.testing.reference import mmparax_to_reference
 from mmparax.testing.tools import run_tool
 from mmparax.utils.reference_converter import (
-    convert_reference_state_dict, detect_reference_backbone,
-    reference_checkpoint_to_mmparax)
+    convert_reference_state_dict,
+    detect_reference_backbone,
+    reference_checkpoint_to_mmparax,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = 'model_converters/parax_reference_to_mmparax.py'

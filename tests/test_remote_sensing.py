@@ -32,11 +32,20 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmparax.apis.peft_checkpoint import load_safetensors
-from mmparax.testing import (check_ok, run_tool, swin_to_microsoft,
-                             tiny_swin_state_dict, write_checkpoint)
-from mmparax.testing.remote_sensing import (make_loveda, make_loveda_raw,
-                                            make_potsdam, make_potsdam_raw,
-                                            potsdam_clip_boxes)
+from mmparax.testing import (
+    check_ok,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
+from mmparax.testing.remote_sensing import (
+    make_loveda,
+    make_loveda_raw,
+    make_potsdam,
+    make_potsdam_raw,
+    potsdam_clip_boxes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmparax.engine.hooks.rng_state_hook import (get_rng_state,
-                                                 set_rng_state)
+from mmparax.engine.hooks.rng_state_hook import get_rng_state, set_rng_state
 from mmparax.testing import check_weights_only, run_tool, short_demo_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from mmparax.apis.peft_checkpoint import load_safetensors
 import yaml
 from mmengine.config import Config
+
+from mmparax.apis.peft_checkpoint import load_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
@@ -290,8 +290,12 @@ def test_tiny_setr_trains_and_tests(tmp_path):
     through tools/train.py from a random timm-layout checkpoint (position
     embeddings of a 3x3 grid resized to 4x4, ImageNet head and pre-logits
     dropped), then tools/test.py gives a finite mIoU."""
-    from mmparax.testing import (check_ok, make_ade20k, run_tool,
-                                 write_checkpoint)
+    from mmparax.testing import (
+        check_ok,
+        make_ade20k,
+        run_tool,
+        write_checkpoint,
+    )
     from mmparax.testing.vit import tiny_vit_state_dict, vit_to_timm
     cfg = Config.fromfile(TINY_CFG)
     arch = cfg.model.backbone.arch

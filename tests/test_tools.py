@@ -15,13 +15,22 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 
 from mmparax.apis import runtime, trusted_loading
-from mmparax.apis.trusted_loading import (TRUST_ENV, UntrustedCheckpointError,
-                                          load_from_local,
-                                          register_trusted_loader,
-                                          trust_checkpoints)
-from mmparax.testing import (check_ok, make_ade20k, make_coco_instance,
-                             run_tool, swin_to_microsoft, tiny_swin_state_dict,
-                             write_checkpoint)
+from mmparax.apis.trusted_loading import (
+    TRUST_ENV,
+    UntrustedCheckpointError,
+    load_from_local,
+    register_trusted_loader,
+    trust_checkpoints,
+)
+from mmparax.testing import (
+    check_ok,
+    make_ade20k,
+    make_coco_instance,
+    run_tool,
+    swin_to_microsoft,
+    tiny_swin_state_dict,
+    write_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'tests', 'configs')

@@ -15,8 +15,12 @@ from mmparax.peft import PEFTMethod, PEFTModule
 from mmparax.peft.vpt import Prompts
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off, write_checkpoint
-from mmparax.testing.vit import (tiny_vit_kwargs, tiny_vit_state_dict,
-                                 vit_to_mae, vit_to_timm)
+from mmparax.testing.vit import (
+    tiny_vit_kwargs,
+    tiny_vit_state_dict,
+    vit_to_mae,
+    vit_to_timm,
+)
 
 # -- official layouts ------------------------------------------------------
 # A ViT of width 16, 2 blocks of 2 heads, MLP 64, patch 4 at 16 x 16 (a 4 x 4

@@ -96,16 +96,19 @@ def check_pair(method: str, host: str, device: str) -> str:
 def check_scan(device: str) -> str:
     """:func:`selective_scan` on ``device`` (the CUDA kernel when
     installed) against the float64 step-by-step reference on the CPU."""
-    from mmparax.ops.selective_scan import (selective_scan,
-                                            selective_scan_reference)
+    from mmparax.ops.selective_scan import (
+        selective_scan,
+        selective_scan_reference,
+    )
     gen = torch.Generator().manual_seed(0)
     KE, G, N, L = 12, 4, 4, 64
 
     def randn(*shape):
         return torch.randn(*shape, generator=gen)
 
-    args = dict(u=randn(2, KE, L), delta=randn(2, KE, L), A=-randn(KE, N).exp(),
-                B=randn(2, G, N, L), C=randn(2, G, N, L), D=randn(KE),
+    args = dict(u=randn(2, KE, L), delta=randn(2, KE, L),
+                A=-randn(KE, N).exp(), B=randn(2, G, N, L),
+                C=randn(2, G, N, L), D=randn(KE),
                 delta_bias=randn(KE) * 0.5)
     out = selective_scan(**{k: v.to(device) for k, v in args.items()})
     expected = selective_scan_reference(**args)

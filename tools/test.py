@@ -7,9 +7,16 @@ import os.path as osp
 import time
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
-from mmparax.apis import (add_run_arguments, build_runner, finish_run,
-                          load_config, parse_run_args, set_out,
-                          set_show_dir, setup_run)
+from mmparax.apis import (
+    add_run_arguments,
+    build_runner,
+    finish_run,
+    load_config,
+    parse_run_args,
+    set_out,
+    set_show_dir,
+    setup_run,
+)
 from mmparax.apis.peft_checkpoint import ADAPTER_EXT, recorded_config
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 

@@ -3,9 +3,16 @@ mmpretrain) config."""
 import argparse
 
 import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
-from mmparax.apis import (add_run_arguments, apply_resume, build_runner,
-                          enable_amp, finish_run, load_config,
-                          parse_run_args, setup_run)
+from mmparax.apis import (
+    add_run_arguments,
+    apply_resume,
+    build_runner,
+    enable_amp,
+    finish_run,
+    load_config,
+    parse_run_args,
+    setup_run,
+)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 

@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.peft.parax import ParaXAdapter
-
 from .experts import resolve_stage, site_modules
 
 

@@ -34,14 +34,20 @@ from mmengine.logging import MMLogger
 from mmengine.runner import CheckpointLoader
 from mmengine.utils import ProgressBar
 
-from mmparax.apis.peft_checkpoint import (PEFT_META, checkpoint_problems,
-                                          is_peft_checkpoint,
-                                          pretrained_fingerprint,
-                                          settings_problems)
+from mmparax.apis.peft_checkpoint import (
+    PEFT_META,
+    checkpoint_problems,
+    is_peft_checkpoint,
+    pretrained_fingerprint,
+    settings_problems,
+)
 from mmparax.apis.runner import CheckpointMismatchError
 from mmparax.apis.runtime import apply_cfg_options
-from mmparax.apis.trusted_loading import (TRUST_FLAG, register_trusted_loader,
-                                          trust_checkpoints)
+from mmparax.apis.trusted_loading import (
+    TRUST_FLAG,
+    register_trusted_loader,
+    trust_checkpoints,
+)
 from mmparax.peft import PEFTModule
 from mmparax.utils.params import build_config_model
 
@@ -311,7 +317,8 @@ def load_checkpoint_strict(model: nn.Module, cfg: Config, filename: str,
             raise CheckpointMismatchError(
                 f'{filename} was trained on another pretrained backbone '
                 f'than that of {config_name(cfg)} '
-                f'({cfg.model.backbone.init_cfg.checkpoint}): point model.backbone.init_cfg.checkpoint at the file the '
+                f'({cfg.model.backbone.init_cfg.checkpoint}): point '
+                'model.backbone.init_cfg.checkpoint at the file the '
                 'adapters were trained on, or give a full checkpoint')
     problems = checkpoint_problems(model, state_dict, peft)
     if problems:

@@ -32,8 +32,7 @@ from mmengine.model import is_model_wrapper
 
 from mmparax.utils.checkpoint import fit_problems
 from mmparax.utils.safetensors_file import SAFETENSORS_EXT as ADAPTER_EXT
-from mmparax.utils.safetensors_file import (read_safetensors,
-                                            write_safetensors)
+from mmparax.utils.safetensors_file import read_safetensors, write_safetensors
 from mmparax.version import __version__
 
 PEFT_META = 'mmparax_peft'

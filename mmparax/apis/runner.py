@@ -16,20 +16,25 @@ import os
 import os.path as osp
 import re
 
-from mmengine.dist import broadcast, is_main_process, master_only
+from mmengine.dist import broadcast, master_only
 from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS, RUNNERS
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import (_load_checkpoint,
-                                        find_latest_checkpoint,
-                                        load_state_dict)
+from mmengine.runner.checkpoint import (
+    _load_checkpoint,
+    find_latest_checkpoint,
+    load_state_dict,
+)
 
+from .peft_checkpoint import (
+    PEFT_META,
+    checkpoint_problems,
+    is_peft_checkpoint,
+    pretrained_fingerprint,
+    settings_problems,
+)
 from ..utils.atomic_file import commit_partial, partial_path
-
-from .peft_checkpoint import (PEFT_META, checkpoint_problems,
-                              is_peft_checkpoint, pretrained_fingerprint,
-                              settings_problems)
 
 PARTIAL_FLAG = '--partial-load'
 HEAD_INIT_MODES = ('init_cfg', 'constructor')

@@ -29,8 +29,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mmparax.engine.optimizers import CPUAmpOptimWrapper
 from .runner import PARTIAL_FLAG, runner_class
-from .trusted_loading import (TRUST_ENV, register_trusted_loader,
-                              trust_checkpoints)
+from .trusted_loading import (
+    TRUST_ENV,
+    register_trusted_loader,
+    trust_checkpoints,
+)
 
 WARNING = 30
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')

@@ -33,19 +33,21 @@ import pickle
 from typing import Callable, List, Optional
 
 import torch
-from mmengine.dist import is_main_process
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
-from ..registry import HOOKS
-from ..utils.runner_globals import RUNNER_GLOBALS
 from .peft_checkpoint import ADAPTER_EXT, load_safetensors
-from ..utils.atomic_file import atomic_write
-from ..utils.restricted_load import (DamagedCheckpointError, Fetched,
-                                     _torch_load, check_checkpoint_file,
-                                     fetch_checkpoint, mmcls_to_backbone,
-                                     refusal_reason, restricted_load)
+from ..utils.restricted_load import (
+    DamagedCheckpointError,
+    Fetched,
+    _torch_load,
+    check_checkpoint_file,
+    fetch_checkpoint,
+    mmcls_to_backbone,
+    refusal_reason,
+    restricted_load,
+)
+from ..utils.runner_globals import RUNNER_GLOBALS
 
 TRUST_ENV = 'MMPARAX_TRUSTED_CHECKPOINTS'
 TRUST_FLAG = '--trust-checkpoint'

@@ -1,6 +1,13 @@
-from .checked import (ADE20KDataset, CheckedDataMixin, CocoDataset,
-                      CocoPanopticDataset, DataError, LoveDADataset,
-                      PotsdamDataset, bad_label_values)
+from .checked import (
+    ADE20KDataset,
+    CheckedDataMixin,
+    CocoDataset,
+    CocoPanopticDataset,
+    DataError,
+    LoveDADataset,
+    PotsdamDataset,
+    bad_label_values,
+)
 from .metrics import IoUMetric
 
 __all__ = [

@@ -39,8 +39,9 @@ def _cuda_kernel():
     global _cuda_scan
     if _cuda_scan is None:
         try:
-            from mamba_ssm.ops.selective_scan_interface import \
-                selective_scan_fn
+            from mamba_ssm.ops.selective_scan_interface import (
+                selective_scan_fn,
+            )
             _cuda_scan = selective_scan_fn
         except Exception:  # missing package or CUDA extension
             _cuda_scan = False

@@ -1,6 +1,12 @@
 from .adaptformer import AdaptFormer, AdaptFormerAdapter
-from .base import (HOST_CAPABILITIES, LayerUpdate, LinearUpdate, PEFTMethod,
-                   PEFTModule, build_peft_method)
+from .base import (
+    HOST_CAPABILITIES,
+    LayerUpdate,
+    LinearUpdate,
+    PEFTMethod,
+    PEFTModule,
+    build_peft_method,
+)
 from .colora import CoLoRA, CoLoRAConv, CoLoRAPointwise
 from .lora import LoRA, LoRAUpdate
 from .lorand import LoRand, LoRandAdapter

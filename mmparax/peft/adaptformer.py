@@ -25,8 +25,14 @@ import torch
 import torch.nn as nn
 
 from mmparax.registry import PEFT_METHODS
-from .base import (PARALLEL_SITES, PEFTMethod, PEFTModule, check_fraction,
-                   check_number, check_positive_int)
+from .base import (
+    PARALLEL_SITES,
+    PEFTMethod,
+    PEFTModule,
+    check_fraction,
+    check_number,
+    check_positive_int,
+)
 
 
 class AdaptFormerAdapter(PEFTModule):

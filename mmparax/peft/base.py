@@ -24,8 +24,7 @@ into the frozen weights, ``unmerge(host)`` undoes it exactly and
 ``unload(host)`` removes the method, leaving the plain host.
 """
 import math
-from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn

@@ -71,8 +71,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-from .base import (LayerUpdate, LowRankInit, PEFTMethod, check_fraction,
-                   check_positive, is_positive_int)
+from .base import (
+    LayerUpdate,
+    LowRankInit,
+    PEFTMethod,
+    check_fraction,
+    check_positive,
+    is_positive_int,
+)
 
 
 def gaussian_window(size: int, sigma: float) -> torch.Tensor:

@@ -20,8 +20,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-from .base import (LinearUpdate, LowRankInit, PEFTMethod, check_fraction,
-                   check_positive, check_positive_int)
+from .base import (
+    LinearUpdate,
+    LowRankInit,
+    PEFTMethod,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
 
 #: paper placements, the first that the host offers: attention q and v
 #: (Swin), the SS2D in/out projections (VMamba), the pointwise linears

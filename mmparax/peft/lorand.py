@@ -29,7 +29,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-
 from .base import PARALLEL_SITES, PEFTMethod, PEFTModule, check_positive_int
 
 

@@ -28,9 +28,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-
-from .base import (PARALLEL_SITES, PEFTMethod, PEFTModule, check_fraction,
-                   check_positive_int)
+from .base import (
+    PARALLEL_SITES,
+    PEFTMethod,
+    PEFTModule,
+    check_fraction,
+    check_positive_int,
+)
 
 KERNEL_SIZES = (3, 5, 7)
 

@@ -27,9 +27,16 @@ from mmengine.logging import print_log
 
 from mmparax.ops import dynamic_depthwise_conv
 from mmparax.registry import PEFT_METHODS
-from .base import (PEFTMethod, PEFTModule, check_bool, check_choice,
-                   check_number, check_positive, check_positive_int,
-                   per_stage)
+from .base import (
+    PEFTMethod,
+    PEFTModule,
+    check_bool,
+    check_choice,
+    check_number,
+    check_positive,
+    check_positive_int,
+    per_stage,
+)
 
 # set to 1 to run force_fp16 adapters in float16 on the CPU too (tests,
 # tools/check_env.py); torch computes the same float16 ops there

@@ -26,8 +26,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmparax.registry import PEFT_METHODS
-from .base import (PEFTMethod, PEFTModule, check_fraction, check_number,
-                   check_positive_int)
+from .base import (
+    PEFTMethod,
+    PEFTModule,
+    check_fraction,
+    check_number,
+    check_positive_int,
+)
+
 
 class RepAdapterModule(PEFTModule):
     """``x + s * up(dropout(down(x)))`` on tokens, ``up`` grouped.

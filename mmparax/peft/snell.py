@@ -57,8 +57,14 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from mmparax.registry import PEFT_METHODS
-from .base import (LinearUpdate, PEFTMethod, check_choice, check_fraction,
-                   check_positive, is_positive_int)
+from .base import (
+    LinearUpdate,
+    PEFTMethod,
+    check_choice,
+    check_fraction,
+    check_positive,
+    is_positive_int,
+)
 
 #: placements, the first that the host offers: every frozen linear of
 #: Swin, of VMamba, and ConvNeXt's pointwise linears

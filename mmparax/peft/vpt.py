@@ -28,8 +28,14 @@ import torch
 import torch.nn as nn
 
 from mmparax.registry import PEFT_METHODS
-from .base import (PEFTMethod, PEFTModule, check_fraction, check_positive,
-                   check_positive_int)
+from .base import (
+    PEFTMethod,
+    PEFTModule,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
+
 
 class Prompts(PEFTModule):
     """``p`` learnable prompt tokens of width ``C``, shared by the batch.

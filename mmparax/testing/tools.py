@@ -77,8 +77,11 @@ def short_demo_config(root: str, total: int, interval: int,
     ``interval``, on a synthetic ADE20K set and a random tiny Swin written
     into ``root``. Returns the path of the config (``root/short_demo.py``);
     ``extra`` is appended to it."""
-    from .checkpoints import (swin_to_microsoft, tiny_swin_state_dict,
-                              write_checkpoint)
+    from .checkpoints import (
+        swin_to_microsoft,
+        tiny_swin_state_dict,
+        write_checkpoint,
+    )
     from .data import make_ade20k
     data_root = make_ade20k(
         osp.join(root, 'ade'), num_train=num_train, num_val=num_val,

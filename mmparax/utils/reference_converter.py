@@ -410,7 +410,8 @@ def convert_reference_state_dict(
         raise ValueError(
             f'{len(conv.unknown)} keys of the checkpoint are not part of a '
             f'reference ParaX {backbone} model and were not converted:'
-            f'{key_listing(conv.unknown)}\nCheck --backbone; top-level modules '
+            f'{key_listing(conv.unknown)}\nCheck --backbone; top-level '
+            'modules '
             f'of a whole model other than {", ".join(HEAD_PREFIXES)} can be '
             'kept with extra_prefixes (--keep-prefix).')
     out = OrderedDict()

@@ -41,8 +41,15 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config
 
 from .atomic_file import atomic_write
-from .paper import (ROOT, config_path, metafile_models, metafiles, model_row,
-                    paper_order, table_layout)
+from .paper import (
+    ROOT,
+    config_path,
+    metafile_models,
+    metafiles,
+    model_row,
+    paper_order,
+    table_layout,
+)
 
 RESULT = 'metrics.json'
 RECORD = 'reproduce.json'

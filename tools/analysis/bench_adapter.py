@@ -9,7 +9,7 @@ CUDA the allocator's peak.
 
 Example::
 
-    python tools/analysis/bench_adapter.py               # Swin-B, 512x512, batch 2
+    python tools/analysis/bench_adapter.py   # Swin-B, 512x512, batch 2
     python tools/analysis/bench_adapter.py --device cuda --dtype float16
     python tools/analysis/bench_adapter.py --device cuda --dtype float16 \
         --force-fp16   # the ParaX recipes: float16 adapter maths

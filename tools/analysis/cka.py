@@ -30,13 +30,24 @@ import os.path as osp
 import numpy as np
 
 from mmparax.analysis import plots
-from mmparax.analysis.cka import (cka_matrix, collect_features, stage_layers,
-                                  summarise)
+from mmparax.analysis.cka import (
+    cka_matrix,
+    collect_features,
+    stage_layers,
+    summarise,
+)
 from mmparax.analysis.experts import resolve_stage
-from mmparax.analysis.inputs import (Normalizer, add_image_arguments,
-                                     add_model_arguments, build_model,
-                                     get_backbone, iter_images, resolve_inputs,
-                                     tool_parser, write_json)
+from mmparax.analysis.inputs import (
+    Normalizer,
+    add_image_arguments,
+    add_model_arguments,
+    build_model,
+    get_backbone,
+    iter_images,
+    resolve_inputs,
+    tool_parser,
+    write_json,
+)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 

@@ -19,10 +19,17 @@ from mmengine.config import Config, DictAction
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
-from mmparax.utils import (backbone_components, build_config_model,
-                           output_norms_note)
-from mmparax.utils.paper import (paper_entry, paper_figures, paper_scope,
-                                 scoped_count)
+from mmparax.utils import (
+    backbone_components,
+    build_config_model,
+    output_norms_note,
+)
+from mmparax.utils.paper import (
+    paper_entry,
+    paper_figures,
+    paper_scope,
+    scoped_count,
+)
 
 
 def parse_args(argv=None):

@@ -34,14 +34,29 @@ import numpy as np
 import torch
 
 from mmparax.analysis import plots
-from mmparax.analysis.experts import (GateRecorder, group_names, resolve_stage,
-                                      stage_adapters, summarise)
-from mmparax.analysis.inputs import (PRETRAINED, Normalizer,
-                                     add_image_arguments, build_model,
-                                     default_device, default_size,
-                                     get_backbone, image_paths, iter_images,
-                                     load_config, thumbnail, to_size,
-                                     tool_parser, write_json)
+from mmparax.analysis.experts import (
+    GateRecorder,
+    group_names,
+    resolve_stage,
+    stage_adapters,
+    summarise,
+)
+from mmparax.analysis.inputs import (
+    PRETRAINED,
+    Normalizer,
+    add_image_arguments,
+    build_model,
+    default_device,
+    default_size,
+    get_backbone,
+    image_paths,
+    iter_images,
+    load_config,
+    thumbnail,
+    to_size,
+    tool_parser,
+    write_json,
+)
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 
 

@@ -27,9 +27,15 @@ from mmengine.config import Config
 
 import mmparax  # noqa: F401  (registers the mmparax scope)
 from mmparax.utils import build_config_model
-from mmparax.utils.paper import (config_path, metafile_models, metafiles,
-                                 model_row, paper_order, scoped_count,
-                                 table_layout)
+from mmparax.utils.paper import (
+    config_path,
+    metafile_models,
+    metafiles,
+    model_row,
+    paper_order,
+    scoped_count,
+    table_layout,
+)
 
 
 def parse_args(argv=None):

@@ -13,12 +13,15 @@ import argparse
 import os
 import os.path as osp
 
-import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.apis.peft_checkpoint import (load_full_checkpoint, peft_path,
-                                          save_peft_checkpoint)
+import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
+from mmparax.apis.peft_checkpoint import (
+    load_full_checkpoint,
+    peft_path,
+    save_peft_checkpoint,
+)
 from mmparax.apis.runtime import add_trust_argument
 from mmparax.apis.upstream_warnings import silence_upstream_warnings
 

@@ -23,7 +23,9 @@ import sys
 import torch
 
 from mmparax.utils.reference_converter import (
-    BACKBONES, reference_checkpoint_to_mmparax)
+    BACKBONES,
+    reference_checkpoint_to_mmparax,
+)
 from mmparax.utils.restricted_load import load_weights_file
 
 

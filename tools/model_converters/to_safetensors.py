@@ -17,10 +17,10 @@ import argparse
 import os
 import os.path as osp
 
-import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
+import mmparax  # noqa: F401  (registers backbones, hooks, constructors)
 from mmparax.apis.peft_checkpoint import _model, load_full_checkpoint
 from mmparax.apis.runtime import add_trust_argument
 from mmparax.apis.upstream_warnings import silence_upstream_warnings

@@ -5,8 +5,12 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from mmparax.apis.peft_checkpoint import (ADAPTER_EXT, PEFT_META,
-                                          PEFT_SUFFIX, save_peft_checkpoint)
+from mmparax.apis.peft_checkpoint import (
+    ADAPTER_EXT,
+    PEFT_META,
+    PEFT_SUFFIX,
+    save_peft_checkpoint,
+)
 from mmparax.registry import HOOKS
 
 
