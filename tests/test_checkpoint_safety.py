@@ -291,6 +291,7 @@ def _toy_runner(work_dir, max_iters, resume=False, load_from=None):
         experiment_name=f'toy_{max_iters}_{resume}_{load_from is None}')
 
 
+@pytest.mark.slow
 def test_runner_resumes_without_trust_or_key(safe_env, tmp_path):
     work_dir = tmp_path / 'work_dir'
     _toy_runner(work_dir, 2).train()
@@ -431,6 +432,7 @@ def assert_weights_only(work_dir, tmp_path):
         assert 'state_dict' in load_from_local(str(copy), 'cpu')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['peft_amp_rng', 'full_no_rng'])
 def test_runner_checkpoints_load_weights_only(safe_env, tmp_path, kind):
     config = short_demo_config(str(tmp_path), total=2, interval=2,

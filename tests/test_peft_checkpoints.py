@@ -384,6 +384,7 @@ def test_resumed_run_keeps_the_peft_files_it_resumed_from(run, tmp_path):
         assert (work_dir / name).read_bytes() == data, name
 
 
+@pytest.mark.e2e
 def test_peft_file_alone_rebuilds_its_model(run, tmp_path):
     """tools/test.py FILE: the config the file records, the pretrained
     backbone of its checkpoint_file, the same metrics as with the config."""
@@ -414,6 +415,7 @@ def test_peft_file_alone_rebuilds_its_model(run, tmp_path):
     assert 'give a checkpoint after the config' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_old_pickled_peft_file_still_loads(run, tmp_path):
     """A ``*_peft.pth`` of an older run (a pickle of tensors and plain
     values, no recorded settings) evaluates weights-only."""
@@ -437,6 +439,7 @@ def metrics_of_full(run, tmp_path):
     return metrics_of(tmp_path / 'full' / 'test')
 
 
+@pytest.mark.e2e
 def test_damaged_peft_file_is_named(run, tmp_path):
     data = (run['work_dir'] / 'iter_2_peft.safetensors').read_bytes()
     cut = tmp_path / 'cut_peft.safetensors'
@@ -465,6 +468,7 @@ def test_save_peft_checkpoint_writes_safetensors_only(tmp_path):
         assert torch.equal(loaded['state_dict'][key], value), key
 
 
+@pytest.mark.e2e
 def test_to_safetensors_pretrained_and_full(run, tmp_path):
     """The pretrained file converted once evaluates a PEFT file to the same
     metrics; a full checkpoint converted evaluates like the .pth."""
