@@ -1,4 +1,5 @@
 from .convnext import ConvNeXt
+from .generic import AnyBackbone
 from .host import PEFTBackboneMixin, PEFTHostMixin
 from .parax_aliases import ParaXConvNeXt, ParaXSwin, ParaXViT, ParaXVMamba
 from .swin import Swin
@@ -6,6 +7,7 @@ from .vit import ViT
 from .vmamba import VMamba
 
 __all__ = [
-    'ConvNeXt', 'PEFTBackboneMixin', 'PEFTHostMixin', 'ParaXConvNeXt',
-    'ParaXSwin', 'ParaXViT', 'ParaXVMamba', 'Swin', 'ViT', 'VMamba'
+    'AnyBackbone', 'ConvNeXt', 'PEFTBackboneMixin', 'PEFTHostMixin',
+    'ParaXConvNeXt', 'ParaXSwin', 'ParaXViT', 'ParaXVMamba', 'Swin', 'ViT',
+    'VMamba'
 ]

@@ -149,6 +149,7 @@ class ConvNeXt(PEFTHostMixin, MMPretrainConvNeXt):
         fc1='stages.*.*.pointwise_conv1',
         fc2='stages.*.*.pointwise_conv2')
     no_frozen_stages = 0
+    output_norm = 'norm{}'
 
     def __init__(self,
                  peft: Optional[dict] = None,

@@ -111,6 +111,9 @@ class PEFTHostMixin:
     site_readers: Dict[str, str] = {}
     #: ``frozen_stages`` value that freezes nothing
     no_frozen_stages = -1
+    #: name of the new norm of each output, formatted with its index in
+    #: ``out_indices`` (OpenMMLab's ``'norm{}'``); None: outputs have none
+    output_norm: Optional[str] = None
     #: group name of the layers of new_module_names() in the accounting
     new_layers_group = 'output_norms'
 
@@ -126,8 +129,10 @@ class PEFTHostMixin:
 
     def new_module_names(self) -> List[str]:
         """Modules that are trained but are neither pretrained nor part of
-        a method: by default OpenMMLab's per-output norms ``norm<i>``."""
-        return [f'norm{i}' for i in self.out_indices]
+        a method: by default the per-output norms :attr:`output_norm`."""
+        if self.output_norm is None:
+            return []
+        return [self.output_norm.format(i) for i in self.out_indices]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -152,10 +157,12 @@ class PEFTHostMixin:
         self.peft = build_peft_method(peft)
         before = [name for name, _ in self.named_parameters()]
         if self.peft is not None:
-            if self.frozen_stages > self.no_frozen_stages:
+            frozen_stages = getattr(self, 'frozen_stages',
+                                    self.no_frozen_stages)
+            if frozen_stages > self.no_frozen_stages:
                 raise ValueError(
                     f'{type(self).__name__} with {self.peft.name}: '
-                    f'frozen_stages={self.frozen_stages} would freeze the '
+                    f'frozen_stages={frozen_stages} would freeze the '
                     "method's own modules in those stages and switch off "
                     'their drop path; the method already freezes every '
                     'pretrained parameter. Leave frozen_stages at '

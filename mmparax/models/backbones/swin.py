@@ -112,6 +112,7 @@ class Swin(PEFTHostMixin, SwinTransformer):
         proj=_BLOCKS + 'attn.w_msa.proj',
         fc1=_BLOCKS + 'ffn.layers.0.0',
         fc2=_BLOCKS + 'ffn.layers.1')
+    output_norm = 'norm{}'
 
     def __init__(self, peft: Optional[dict] = None, with_cp=False, **kwargs):
         super().__init__(**kwargs)
