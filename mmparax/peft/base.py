@@ -128,6 +128,31 @@ def per_stage(method: str, name: str, value, stage: int):
     return value[stage]
 
 
+def not_linear(layer: nn.Module) -> str:
+    """Why ``layer`` is not a linear map over channels; '' when it is: a
+    layer with a 2-D weight [out, in] (``nn.Linear``), or an ``nn.Conv2d``
+    with a 1x1 kernel, stride 1, no padding and one group (weight
+    [out, in, 1, 1]), which maps [B, in, H, W] to [B, out, H, W]."""
+    weight = getattr(layer, 'weight', None)
+    if isinstance(layer, nn.Conv2d):
+        odd = [
+            f'{what} {value}' for what, value, plain in (
+                ('kernel', layer.kernel_size, (1, 1)),
+                ('stride', layer.stride, (1, 1)),
+                ('padding', layer.padding, (0, 0)),
+                ('groups', layer.groups, 1)) if value != plain
+        ]
+        if odd:
+            return (f'a Conv2d with {", ".join(odd)}; only a 1x1 convolution '
+                    'with stride 1, no padding and groups 1 is a linear '
+                    'layer over channels')
+        return ''
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return ''
+    return (f'a {type(layer).__name__}, not a linear layer (a 2-D weight) '
+            'nor a 1x1 Conv2d')
+
+
 def check_names(method: str, name: str, value,
                 what: str) -> Optional[Tuple[str, ...]]:
     """``value`` as a tuple (None stays None); raises TypeError unless it is
@@ -235,6 +260,9 @@ class LinearUpdate(LayerUpdate):
     slices of its outputs (the thirds of a fused qkv layer), added to its
     output by a forward hook until :meth:`merge_into` folds it into the
     weight. Subclasses implement :meth:`project` and :meth:`weight_slices`.
+    A 1x1 ``nn.Conv2d`` (see :func:`not_linear`) is updated as the linear
+    layer over channels it is: hooked channels first, merged into its
+    weight [out, in, 1, 1].
 
     Args:
         out_features (int): Outputs of each slice.
@@ -297,7 +325,7 @@ class LinearUpdate(LayerUpdate):
         for rows, start in zip(self.weight_slices(), self.starts):
             part = weight[start:start + self.out_features]
             kept.append(part.clone())
-            part += rows.to(weight.dtype)
+            part += rows.to(weight.dtype).reshape(part.shape)
         self.register_buffer('unmerged_rows', torch.stack(kept),
                              persistent=False)
         self.detach()
@@ -476,19 +504,20 @@ class PEFTMethod:
         A target is a layer alias, or ``'alias:parts'`` on a fused qkv
         layer: ``'qkv:qv'`` names its q and v thirds, and ``parts`` is then
         ``[(part, first output, outputs)]`` (else None). ``channels_first``:
-        the host declares the alias's layers as maps of [B, C, H, W] maps
-        (``host.channels_first_layers``). Raises naming the
-        method, the target and the layer when a layer is not linear (a 2-D
-        weight) or the parts are not distinct thirds.
+        the layer maps [B, C, H, W] maps (a 1x1 ``nn.Conv2d``, or an alias
+        in ``host.channels_first_layers``). Raises naming the method, the
+        target and the layer when a layer is not linear over channels
+        (:func:`not_linear`) or the parts are not distinct thirds.
         """
         for target in self.resolve_targets(host):
             alias, _, spec = target.partition(':')
             for name, layer in self.resolve_layers(host, alias).items():
-                weight = getattr(layer, 'weight', None)
-                if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-                    raise ValueError(f'{self.name}: {name} ({alias}) is not a '
-                                     'linear layer')
-                parts, outputs = None, weight.shape[0]
+                why = not_linear(layer)
+                if why:
+                    raise ValueError(
+                        f'{self.name} cannot update {name} ({alias}): it is '
+                        f'{why}')
+                parts, outputs = None, layer.weight.shape[0]
                 if spec:
                     if set(spec) - set(FUSED_PARTS) or outputs % 3 or len(
                             set(spec)) != len(spec):
@@ -500,7 +529,8 @@ class PEFTMethod:
                     width = outputs // 3
                     parts = [(p, FUSED_PARTS[p] * width, width) for p in spec]
                 yield (name, layer, alias, parts,
-                       alias in host.channels_first_layers)
+                       isinstance(layer, nn.Conv2d)
+                       or alias in host.channels_first_layers)
 
     def trains_output_norms(self, host) -> bool:
         """Whether ``host``'s new output layers train: the config's

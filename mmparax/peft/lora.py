@@ -106,7 +106,7 @@ class LoRA(PEFTMethod):
 
     def attach(self, host) -> None:
         for _, layer, _, parts, channels_first in self.linear_targets(host):
-            out_features, in_features = layer.weight.shape
+            out_features, in_features = layer.weight.shape[:2]
             slices = [('lora', 0, out_features)] if parts is None else [
                 (f'lora_{p}', start, width) for p, start, width in parts
             ]

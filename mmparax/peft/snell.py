@@ -259,7 +259,7 @@ class SNELL(PEFTMethod):
     def attach(self, host) -> None:
         for _, layer, alias, parts, channels_first in self.linear_targets(
                 host):
-            out_features, in_features = layer.weight.shape
+            out_features, in_features = layer.weight.shape[:2]
             child, width, starts = 'snell', out_features, (0, )
             if parts is not None:  # one update of the thirds named
                 child = 'snell_' + ''.join(p for p, _, _ in parts)
