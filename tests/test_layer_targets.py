@@ -160,3 +160,59 @@ def test_a_conv_that_is_not_1x1_is_refused_naming_it(method):
                        match=r'stages\.0\.0\.mixer \(mixer\).*Conv2d with '
                        r'kernel \(3, 3\), padding \(1, 1\), groups 8.*1x1'):
         ToyHost(True, peft=peft)
+
+
+MLP = r're:stages\.\d+\.\d+\.mlp\.fc\d'
+
+
+@pytest.mark.parametrize('method', LAYER_METHODS)
+def test_a_pattern_names_the_layers_its_aliases_name(method):
+    by_alias = ToyHost(peft=dict(LAYER_METHODS[method],
+                                 targets=['fc1', 'fc2']))
+    by_pattern = ToyHost(peft=dict(LAYER_METHODS[method], targets=[MLP]))
+    assert by_alias.peft.targets == ('fc1', 'fc2')
+    names = list(trainable(by_alias))
+    assert names and list(trainable(by_pattern)) == names
+    x = inputs(torch.float32)
+    perturb(by_alias)
+    by_pattern.load_state_dict(by_alias.state_dict())
+    for a, b in zip(by_alias.eval()(x), by_pattern.eval()(x)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_pattern_matches_whole_names():
+    model = ToyHost(peft=dict(type='LoRA', targets=[r're:stages\.1\..*fc2']))
+    assert sorted(n for n in trainable(model)) == [
+        f'stages.1.{j}.mlp.fc2.lora.{p}' for j in (0, 1) for p in 'AB']
+    with pytest.raises(ValueError, match='matches no module'):
+        ToyHost(peft=dict(type='LoRA', targets=['re:fc2']))  # not a search
+
+
+def test_a_pattern_that_matches_nothing_names_the_candidates():
+    with pytest.raises(ValueError) as error:
+        ToyHost(peft=dict(type='LoRA', targets=[r're:.*\.ffn\.fc\d']))
+    message = str(error.value)
+    assert r"'re:.*\.ffn\.fc\d' matches no module of ToyHost" in message
+    assert 'downs.0, stages.0.0.mlp.fc1, stages.0.0.mlp.fc2' in message
+    assert 'stages.0.1.mlp.fc1' not in message  # one per kind of name
+
+
+def test_a_pattern_that_matches_a_module_that_is_not_linear_is_refused():
+    with pytest.raises(ValueError,
+                       match=r'LoRA cannot update stages\.0\.0\.mlp '
+                       r"\(re:.*\): it is a Sequential, not a linear layer"):
+        ToyHost(peft=dict(type='LoRA', targets=[r're:.*\.mlp(\.fc\d)?']))
+
+
+def test_a_pattern_that_is_no_regular_expression_is_refused():
+    with pytest.raises(ValueError,
+                       match=r"layer pattern 're:\.\*\(' is not a regular "
+                       'expression'):
+        ToyHost(peft=dict(type='LoRA', targets=['re:.*(']))
+
+
+def test_a_layer_named_twice_is_refused():
+    with pytest.raises(ValueError,
+                       match=r'stages\.0\.0\.mlp\.fc1 is named by two '
+                       r"targets, 'fc1' and 're:.*fc1'"):
+        ToyHost(peft=dict(type='LoRA', targets=['fc1', 're:.*fc1']))

@@ -83,10 +83,12 @@ class LoRA(PEFTMethod):
             Mona repository's dense-prediction Swin LoRA, and mmpretrain's
             ``LoRAModel``: scale 1/r).
         dropout (float): Dropout on the updates' input. Default: 0.
-        targets (Sequence[str], optional): Layer aliases of the host; on a
-            fused ``qkv`` alias ``'qkv:qv'`` picks the q and v thirds. None:
-            the first of ``('qkv:qv',)``, ``('in_proj', 'out_proj')``,
-            ``('fc1', 'fc2')`` the host offers.
+        targets (Sequence[str], optional): Layer aliases of the host (on a
+            fused ``qkv`` alias ``'qkv:qv'`` picks the q and v thirds), or
+            ``'re:<regex>'`` patterns over module names (see
+            ``PEFTMethod.linear_targets``). None: the first of
+            ``('qkv:qv',)``, ``('in_proj', 'out_proj')``, ``('fc1', 'fc2')``
+            the host offers.
     """
 
     default_targets = DEFAULT_TARGETS
