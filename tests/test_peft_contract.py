@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, init_default_scope
 
-from mmparax.models import Swin
+from mmparax.models import AnyBackbone, PEFTHostMixin, Swin
 from mmparax.peft import LoRAUpdate, ParaX, PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
 from mmparax.testing import switch_off
@@ -23,6 +23,7 @@ from mmparax.testing.peft import (
     PAIRS,
     UNFIT,
     build_pair,
+    build_upstream,
     hosts_of,
     perturb,
 )
@@ -31,23 +32,53 @@ from mmparax.testing.peft import (
 SWITCHABLE = [(m, h) for m, h in PAIRS if m != 'VPT']
 
 
-def upstream(host, plain):
-    """The OpenMMLab backbone a host subclasses, with the same weights."""
-    if host == 'Swin':
-        from mmseg.models.backbones import SwinTransformer
-        model = SwinTransformer(**HOSTS[host][1])
-    elif host == 'ConvNeXt':
-        from mmpretrain.models.backbones import ConvNeXt as Upstream
-        kwargs = dict(HOSTS[host][1])
-        kwargs['out_indices'] = list(kwargs['out_indices'])
-        model = Upstream(gap_before_final_norm=False, **kwargs)
-    elif host == 'ViT':
-        from mmpretrain.models.backbones import VisionTransformer
-        model = VisionTransformer(**HOSTS[host][1])
-    else:
-        return None  # VMamba is ours; the plain host is the reference
-    model.load_state_dict(plain.state_dict())
+def upstream(host, plain, **overrides):
+    """The OpenMMLab (or timm) backbone the host wraps, with the plain
+    host's weights; None for a host of its own (VMamba)."""
+    model = build_upstream(host, **overrides)
+    if model is not None:
+        model.load_state_dict(plain.state_dict())
+        model.eval()  # (mmseg's train() returns None)
     return model
+
+
+# every host that wraps an OpenMMLab or timm backbone (all but VMamba)
+WRAPPING = [h for h in HOSTS if build_upstream(h) is not None]
+
+
+def assert_plain_equals_upstream(host):
+    """Without a method the host computes exactly what the backbone it
+    wraps computes (atol 0), in eval and in train mode."""
+    plain = build_pair(host)
+    reference = upstream(host, plain)
+    assert [n for n, _ in plain.named_parameters()] == \
+        [n for n, _ in reference.named_parameters()]  # names kept
+    x = torch.randn(*HOSTS[host][2])
+    for mode in (False, True):
+        plain.train(mode)
+        reference.train(mode)
+        with torch.no_grad():
+            torch.manual_seed(0)  # the same dropout draws
+            outs = plain(x)
+            torch.manual_seed(0)
+            expected = reference(x)
+        assert len(outs) == len(expected)
+        for a, b in zip(outs, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('host', WRAPPING)
+def test_the_plain_host_equals_the_backbone_it_wraps(host):
+    assert_plain_equals_upstream(host)
+
+
+@pytest.mark.parametrize('host', ['ConvNeXt', 'AnyPoolFormer'])
+def test_a_forgotten_site_guard_is_caught(host, monkeypatch):
+    """A host whose block code calls a parallel site without its has_site
+    guard adds the block input to the plain output: the check fails."""
+    monkeypatch.setattr(PEFTHostMixin, 'has_site', lambda *args: True)
+    with pytest.raises(AssertionError):
+        assert_plain_equals_upstream(host)
 
 
 @pytest.mark.parametrize('method, host', SWITCHABLE)
@@ -61,16 +92,12 @@ def test_switched_off_equals_the_plain_host(method, host):
         dict(plain.named_parameters()))
     switch_off(adapted)
     x = torch.randn(*HOSTS[host][2])
-    reference = upstream(host, plain)
+    reference = upstream(host, plain) or plain
     with torch.no_grad():
-        expected = plain(x)
+        expected = reference(x)
         for a, b in zip(adapted(x), expected):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-        if reference is not None:
-            reference.eval()  # (mmseg's train() returns None)
-            for a, b in zip(reference(x), expected):
-                torch.testing.assert_close(a, b, rtol=0, atol=0)
         perturb(adapted)  # and the method does act once switched on
         assert not torch.allclose(adapted(x)[-1], expected[-1])
 
@@ -81,6 +108,7 @@ OUTPUT_NORMS_TRAINED = {
     ('ParaX', 'Swin'): True,  # the reference's extra_norm
     ('ParaX', 'ConvNeXt'): True,
     ('CoLoRA', 'ConvNeXt'): True,  # every bias and norm trains
+    ('ParaX', 'AnyPoolFormer'): True,  # ParaX's default
 }
 
 
@@ -177,9 +205,12 @@ def test_checkpointed_blocks_give_the_same_gradients(method, host):
 def test_builds_in_both_scopes(method, host, scope):
     init_default_scope(scope)
     cls, kwargs, shape = HOSTS[host]
+    name = 'AnyBackbone' if issubclass(cls, AnyBackbone) else cls.__name__
     model = MODELS.build(
-        dict(type=f'mmparax.{cls.__name__}', peft=METHODS[method], **kwargs))
+        dict(type=f'mmparax.{name}', peft=METHODS[method], **kwargs))
     assert type(model) is cls and type(model.peft).__name__ == method
+    if name == 'AnyBackbone':
+        return  # the names of the first release cover the hosts they had
     alias = MODELS.build(
         dict(type=f'mmparax.ParaX{cls.__name__}',
              parax=dict(rank=8, router_hidden=4), **kwargs))
@@ -187,7 +218,7 @@ def test_builds_in_both_scopes(method, host, scope):
 
 
 # -- merging -------------------------------------------------------------
-@pytest.mark.parametrize('host', list(HOSTS))
+@pytest.mark.parametrize('host', hosts_of('LoRA'))
 def test_lora_merges_into_the_frozen_weights(host):
     model = build_pair(host, METHODS['LoRA']).eval()
     perturb(model)
@@ -275,7 +306,8 @@ def test_bad_method_configs_fail_at_build(peft, match):
 
 
 @pytest.mark.parametrize('host, value', [('Swin', 0), ('ConvNeXt', 1),
-                                         ('VMamba', 0)])
+                                         ('VMamba', 0), ('AnyPoolFormer', 1),
+                                         ('AnyResNet', 0)])
 def test_frozen_stages_refused_with_a_method_on_every_host(host, value):
     with pytest.raises(ValueError, match='frozen_stages'):
         build_pair(host, METHODS['ParaX'], frozen_stages=value)
@@ -314,7 +346,7 @@ def _tokens(x):
     return x.flatten(2).transpose(1, 2) if x.dim() == 4 else x
 
 
-@pytest.mark.parametrize('host', list(HOSTS))
+@pytest.mark.parametrize('host', ['Swin', 'ConvNeXt', 'VMamba', 'ViT'])
 def test_residual_sites_receive_the_residual_stream(host):
     """What the module at each residual site receives, computed from the
     frozen block's own layers (pins where the adapters sit)."""
@@ -400,11 +432,21 @@ def test_a_method_on_a_host_it_does_not_fit_names_why(method, host):
 
 
 def test_the_pairs_follow_the_declarations():
-    """Prompt tokens need attention; CoLoRA needs ConvNeXt's blocks."""
+    """Prompt tokens need attention; CoLoRA needs ConvNeXt's blocks; the
+    generic hosts offer block sites, their branches' sites and the layers
+    their families name (ResNet's 1x1 convs as conv1 / conv3)."""
+    hand_written = ['Swin', 'ConvNeXt', 'VMamba', 'ViT']
+    generic = [h for h in HOSTS if h not in hand_written]
+    assert generic == ['AnyPoolFormer', 'AnyResNet', 'AnyTIMMBackbone']
     assert hosts_of('VPT') == ['Swin', 'ViT']
     assert hosts_of('CoLoRA') == ['ConvNeXt']
-    assert all(len(hosts_of(m)) == len(HOSTS) for m in METHODS
-               if m not in ('VPT', 'CoLoRA'))
+    for method in ('RepAdapter', 'LoRand'):
+        assert hosts_of(method) == hand_written
+    for method in ('LoRA', 'SNELL'):
+        assert hosts_of(method) == hand_written + [
+            'AnyPoolFormer', 'AnyTIMMBackbone']
+    for method in ('ParaX', 'AdaptFormer', 'Mona'):
+        assert hosts_of(method) == list(HOSTS)
 
 
 @PEFT_METHODS.register_module(force=True)

@@ -1,11 +1,20 @@
 """Helpers for tests of PEFT methods on host backbones: the table of tiny
 hosts and small method settings every (method, host) check runs on."""
-from typing import List
+import inspect
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
+from mmengine.registry import MODELS
 
-from mmparax.models import ConvNeXt, Swin, ViT, VMamba
+from mmparax.models import (
+    AnyBackbone,
+    ConvNeXt,
+    PEFTHostMixin,
+    Swin,
+    ViT,
+    VMamba,
+)
 from mmparax.peft import PEFTModule, build_peft_method
 from mmparax.registry import PEFT_METHODS
 from .checkpoints import tiny_swin_kwargs
@@ -22,6 +31,25 @@ HOSTS = {
     # featmap outputs of blocks 1 and 3: two block groups; a 5 x 7 patch grid
     'ViT': (ViT, tiny_vit_kwargs(), (2, 3, 40, 56)),
 }
+# Generic hosts (AnyBackbone) of tiny backbones, with their families' hints.
+GENERIC_BACKBONES = {
+    'AnyPoolFormer': dict(
+        type='mmpretrain.PoolFormer',
+        arch=dict(layers=[2, 2, 3, 2], embed_dims=[16, 24, 32, 48],
+                  mlp_ratios=[2, 2, 2, 2]),
+        out_indices=(0, 2, 4, 6), frozen_stages=-1, drop_path_rate=0.1),
+    'AnyResNet': dict(
+        type='mmpretrain.ResNet', depth=50, stem_channels=8,
+        base_channels=4, out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
+    'AnyTIMMBackbone': dict(
+        type='mmpretrain.TIMMBackbone', model_name='convnextv2_atto',
+        features_only=True, out_indices=(0, 1, 2, 3),
+        depths=(2, 2, 3, 2), dims=(16, 24, 32, 48), drop_path_rate=0.1),
+}
+for _name, _backbone in GENERIC_BACKBONES.items():
+    HOSTS[_name] = (AnyBackbone.host_class(_backbone),
+                    dict(backbone=_backbone), (2, 3, 64, 48))
+
 # Small widths of the methods whose defaults are too wide for the tiny hosts
 # (no dropout: checks that run two models one after the other compare them).
 SMALL = {
@@ -68,6 +96,30 @@ def build_pair(host: str, peft=None, seed: int = 0, **overrides) -> nn.Module:
     cls, kwargs, _ = HOSTS[host]
     torch.manual_seed(seed)
     return cls(peft=peft, **dict(kwargs, **overrides))
+
+
+def build_upstream(host: str, **overrides) -> Optional[nn.Module]:
+    """The OpenMMLab (or timm) backbone that the tiny ``host`` wraps, built
+    from the same arguments (with the host's own defaults where they differ
+    from the backbone's); None for a host of its own (VMamba)."""
+    cls, kwargs, _ = HOSTS[host]
+    kwargs = dict(kwargs, **overrides)
+    if issubclass(cls, AnyBackbone):
+        backbone = dict(kwargs.pop('backbone'), **kwargs)
+        return MODELS.build(dict(backbone, type=cls.upstream))
+    mro = cls.__mro__
+    upstream = next((c for c in mro[mro.index(PEFTHostMixin) + 1:]
+                     if c.__module__.split('.')[0] in ('mmseg', 'mmdet',
+                                                       'mmpretrain')), None)
+    if upstream is None:
+        return None
+    accepted = inspect.signature(upstream).parameters
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name in accepted and param.default is not param.empty:
+            kwargs.setdefault(name, param.default)
+    kwargs = {k: list(v) if isinstance(v, tuple) and k == 'out_indices'
+              else v for k, v in kwargs.items()}
+    return upstream(**kwargs)
 
 
 @torch.no_grad()
