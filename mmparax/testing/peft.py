@@ -40,7 +40,8 @@ GENERIC_BACKBONES = {
         out_indices=(0, 2, 4, 6), frozen_stages=-1, drop_path_rate=0.1),
     'AnyResNet': dict(
         type='mmpretrain.ResNet', depth=50, stem_channels=8,
-        base_channels=4, out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
+        base_channels=4, out_indices=(0, 1, 2, 3), norm_eval=True,
+        drop_path_rate=0.1),
     'AnyTIMMBackbone': dict(
         type='mmpretrain.TIMMBackbone', model_name='convnextv2_atto',
         features_only=True, out_indices=(0, 1, 2, 3),
@@ -92,10 +93,11 @@ UNFIT = [(m, h) for m in METHODS for h in HOSTS if not fits(m, h)]
 
 def build_pair(host: str, peft=None, seed: int = 0, **overrides) -> nn.Module:
     """The tiny ``host`` of :data:`HOSTS` with ``peft`` (a method config or
-    None), initialised from ``seed``; ``overrides`` replace host kwargs."""
+    None), initialised from ``seed``, in training mode as a runner sets it
+    (``train()``: e.g. ``norm_eval``); ``overrides`` replace host kwargs."""
     cls, kwargs, _ = HOSTS[host]
     torch.manual_seed(seed)
-    return cls(peft=peft, **dict(kwargs, **overrides))
+    return cls(peft=peft, **dict(kwargs, **overrides)).train()
 
 
 def build_upstream(host: str, **overrides) -> Optional[nn.Module]:
