@@ -154,7 +154,13 @@ class AnyBackbone(PEFTHostMixin, nn.Module):
         for own in ('peft', 'with_cp', 'probe_size'):
             kwargs.pop(own, None)
         config = dict(backbone, **kwargs)
-        module = MODELS.build(dict(config, type=upstream_class(config)))
+        try:
+            module = MODELS.build(dict(config, type=upstream_class(config)))
+        except TypeError as error:
+            raise TypeError(
+                f'AnyBackbone: building {config["type"]}: {error}. Every '
+                'argument but peft, with_cp, probe_size and the hints '
+                f'{sorted(HINTS)} goes to the backbone') from error
         module.__class__ = cls.host_class(config, **hints)
         return module  # __init__ follows, with the same arguments
 
@@ -366,7 +372,10 @@ class AnyBackbone(PEFTHostMixin, nn.Module):
         out = OrderedDict()
         for key, value in state_dict.items():
             flat = 'timm_model.' + _TIMM_STAGE_KEY.sub(r'\1_\2.', key, 1)
-            out[flat if flat in own else 'timm_model.' + key] = value
+            nested = 'timm_model.' + key
+            # keys of neither form (the classifier) stay as they are
+            out[flat if flat in own else nested if nested in own
+                else key] = value
         return out
 
     # -- methods ---------------------------------------------------------
