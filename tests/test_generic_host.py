@@ -13,6 +13,7 @@ import json
 import math
 import os.path as osp
 import re
+import sys
 
 import pytest
 import torch
@@ -303,6 +304,30 @@ def test_exact_trainable_counts(name):
     trainable = sum(p.numel() for p in backbone.parameters()
                     if p.requires_grad)
     assert trainable == COUNTS[name]
+
+
+CUSTOM = osp.join(REPO, 'demo', 'custom_imports')
+CUSTOM_CONFIG = osp.join(
+    CUSTOM, f'ssf_poolformer-s12{ADE}')
+
+
+def test_custom_imports_register_a_method_kept_outside(monkeypatch):
+    """The demo config imports my_peft (not in the package) through
+    custom_imports; without its folder on the path the config fails,
+    naming the module."""
+    monkeypatch.delitem(PEFT_METHODS.module_dict, 'MySSF', raising=False)
+    monkeypatch.delitem(sys.modules, 'my_peft', raising=False)
+    with pytest.raises(ImportError, match='my_peft'):
+        Config.fromfile(CUSTOM_CONFIG)
+    monkeypatch.syspath_prepend(CUSTOM)
+    cfg = Config.fromfile(CUSTOM_CONFIG)
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    backbone = MODELS.build(cfg.model.backbone)
+    assert type(backbone.peft).__module__ == 'my_peft'
+    widths, depths = POOLFORMER  # a scale and a shift after every block
+    assert sum(p.numel() for p in backbone.parameters() if p.requires_grad) \
+        == sum(2 * c * m for c, m in zip(widths, depths))
 
 
 SIZE = 64
