@@ -24,7 +24,13 @@ from mmengine.registry import MODELS, init_default_scope
 from mmparax.models import AnyBackbone
 from mmparax.peft import PEFTMethod, PEFTModule
 from mmparax.registry import PEFT_METHODS
-from mmparax.testing import check_ok, make_ade20k, run_tool, write_checkpoint
+from mmparax.testing import (
+    check_ok,
+    make_ade20k,
+    run_tool,
+    two_iteration_options,
+    write_checkpoint,
+)
 from mmparax.testing.generic import official_state_dict
 from mmparax.testing.peft import GENERIC_BACKBONES, HOSTS, build_pair
 
@@ -351,27 +357,68 @@ def assets(tmp_path_factory):
                                  wrapper=None)
         for family, backbone in FAMILIES.items()
     }
-    options = [
-        'optim_wrapper.type=OptimWrapper',  # fp32 on the CPU
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
-        'default_hooks.logger.interval=1', 'randomness.seed=0',
-        f'model.data_preprocessor.size=({SIZE},{SIZE})',
-        f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZE})',
-        f'train_dataloader.dataset.pipeline.3.crop_size=({SIZE},{SIZE})',
-        f'test_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})',
-        f'val_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})',
-    ]
-    for split in ('train', 'val', 'test'):
-        options += [f'{split}_dataloader.dataset.data_root={data_root}',
-                    f'{split}_dataloader.num_workers=0',
-                    f'{split}_dataloader.persistent_workers=False']
+    options = two_iteration_options(data_root, SIZE)
     return dict(options=options, checkpoints=checkpoints)
+
+
+def _segmentation_batch(size, num_classes=150, batch=2):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(size, size), ori_shape=(size, size),
+            pad_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, num_classes, (1, size, size)))
+        samples.append(sample)
+    inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+              for _ in range(batch)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(COUNTS))
+def test_three_training_steps(name):
+    """The config's whole model and optimizer (its PEFT constructor) take
+    three steps on 64 x 64 images: the losses are finite, the method's
+    parameters move and every pretrained weight stays."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(osp.join(CONFIGS, name))
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.data_preprocessor.size = (SIZE, SIZE)
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.train()
+    optim = dict(cfg.optim_wrapper, type='OptimWrapper')  # fp32 on the CPU
+    optim.pop('loss_scale', None)
+    wrapper = build_optim_wrapper(model, optim)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    batch = _segmentation_batch(SIZE)
+    for _ in range(3):
+        losses = model.train_step(batch, wrapper)
+        assert all(math.isfinite(v.item()) for v in losses.values())
+    moved = {k for k, p in model.named_parameters()
+             if not torch.equal(p, before[k])}
+    method = {k for k in trainable if k.startswith('backbone.')}
+    assert len(method & moved) > len(method) // 2
+    assert moved <= trainable  # nothing frozen moved
+    assert sum(before[k].numel() for k in method) == COUNTS[name]
+
+
+# one method per family through tools/train.py
+E2E = [f'lora_poolformer-s12{ADE}', f'adaptformer_resnet-50{ADE}',
+       f'parax_convnextv2-t{ADE}']
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(COUNTS))
-def test_two_iterations(assets, name, tmp_path):
+@pytest.mark.parametrize('name', E2E)
+def test_two_iterations_then_test(assets, name, tmp_path):
     family = name.split('_')[1]
     options = ['--cfg-options', *assets['options'],
                'model.backbone.init_cfg.checkpoint='
@@ -392,7 +439,9 @@ def test_two_iterations(assets, name, tmp_path):
                       for k, v in pretrained.items()}
     compared = [k for k in pretrained if 'backbone.' + k in state]
     assert len(compared) > len(pretrained) // 2
-    moved = [k for k in compared if 'running_' not in k
+    # (BatchNorm statistics are buffers, not weights)
+    moved = [k for k in compared if pretrained[k].is_floating_point()
+             and not k.endswith(('running_mean', 'running_var'))
              and not torch.equal(state['backbone.' + k], pretrained[k])]
     assert not moved, moved  # every pretrained weight untouched
     if family != 'poolformer-s12' or not name.startswith('lora'):

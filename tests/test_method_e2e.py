@@ -26,6 +26,7 @@ from mmparax.testing import (
     swin_to_microsoft,
     tiny_convnext_state_dict,
     tiny_swin_state_dict,
+    two_iteration_options,
     write_checkpoint,
 )
 
@@ -64,20 +65,7 @@ def assets(tmp_path_factory):
             str(root / 'convnext_base_22k_224.pth'),
             convnext_to_facebook(convnext, num_classes=None)),
     }
-    options = [
-        'optim_wrapper.type=OptimWrapper',  # fp32 on the CPU
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
-        'default_hooks.logger.interval=1', 'randomness.seed=0',
-        f'model.data_preprocessor.size=({SIZE},{SIZE})',
-        f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZE})',
-        f'train_dataloader.dataset.pipeline.3.crop_size=({SIZE},{SIZE})',
-        f'test_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})',
-        f'val_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})',
-    ]
-    for split in ('train', 'val', 'test'):
-        options += [f'{split}_dataloader.dataset.data_root={data_root}',
-                    f'{split}_dataloader.num_workers=0',
-                    f'{split}_dataloader.persistent_workers=False']
+    options = two_iteration_options(data_root, SIZE)
     return dict(options=options, checkpoints=checkpoints,
                 pretrained={'swin-b': swin, 'convnext-b': convnext})
 

@@ -51,6 +51,7 @@ from .tools import (  # noqa: E402
     load_tool,
     run_tool,
     short_demo_config,
+    two_iteration_options,
 )
 from .vit import tiny_vit_kwargs, tiny_vit_state_dict, vit_to_mae, vit_to_timm  # noqa: E402
 
@@ -60,5 +61,6 @@ __all__ += [
     'make_potsdam',
     'tiny_vit_kwargs', 'tiny_vit_state_dict', 'vit_to_mae', 'vit_to_timm',
     'make_cifar100', 'make_food101_raw', 'make_image_folders',
-    'make_imagenet_r_raw', 'make_svhn_mat', 'short_demo_config'
+    'make_imagenet_r_raw', 'make_svhn_mat', 'short_demo_config',
+    'two_iteration_options'
 ]

@@ -112,3 +112,27 @@ def check_weights_only(work_dir) -> list:
             torch.load(osp.join(work_dir, name), map_location='cpu',
                        weights_only=True)
     return names
+
+
+def two_iteration_options(data_root: str, size: int) -> list:
+    """``--cfg-options`` values that run a UperNet config (mmseg's
+    ADE20K-style pipelines) for two float32 iterations on the CPU over the
+    data set at ``data_root``, at ``size`` x ``size``, logging every
+    iteration, with in-process data loading."""
+    options = [
+        'optim_wrapper.type=OptimWrapper',  # fp32 on the CPU
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
+        'default_hooks.logger.interval=1', 'randomness.seed=0',
+        f'model.data_preprocessor.size=({size},{size})',
+        # RandomResize / RandomCrop are the third / fourth training steps,
+        # Resize the second test step
+        f'train_dataloader.dataset.pipeline.2.scale=({size},{size})',
+        f'train_dataloader.dataset.pipeline.3.crop_size=({size},{size})',
+        f'test_dataloader.dataset.pipeline.1.scale=({size},{size})',
+        f'val_dataloader.dataset.pipeline.1.scale=({size},{size})',
+    ]
+    for split in ('train', 'val', 'test'):
+        options += [f'{split}_dataloader.dataset.data_root={data_root}',
+                    f'{split}_dataloader.num_workers=0',
+                    f'{split}_dataloader.persistent_workers=False']
+    return options
