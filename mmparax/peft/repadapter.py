@@ -154,6 +154,7 @@ class RepAdapter(PEFTMethod):
     # (repadapter.py, forward_vit_block_adapter): the layer that reads a
     # site then reads only adapted tokens, and merging stays exact
     adapts_class_token = True
+    width_setting = 'hidden_dim'
     default_sites = (('attn_in', 'mlp_in'), ('ssm_in', 'mlp_in'),
                      ('pre_dwconv', ))
 
