@@ -314,7 +314,7 @@ def load_checkpoint_strict(model: nn.Module, cfg: Config, filename: str,
         mismatch = fingerprint_mismatch(checkpoint, model)
         if mismatch:
             raise CheckpointMismatchError(
-                f'{filename} was trained on another frozen backbone than '
+                f'{filename} was trained on another pretrained backbone than '
                 f'that of {config_name(cfg)} '
                 f'({cfg.model.backbone.init_cfg.checkpoint}): {mismatch}. '
                 'Point model.backbone.init_cfg.checkpoint at the file the '

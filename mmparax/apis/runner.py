@@ -342,7 +342,7 @@ class PEFTRunnerMixin:
         if mismatch:
             init_cfg = getattr(backbone, 'init_cfg', None) or {}
             raise CheckpointMismatchError(
-                f'{filename} was trained on another frozen backbone than '
+                f'{filename} was trained on another pretrained backbone than '
                 f'that of {self._config_name()} (init_cfg checkpoint: '
                 f'{init_cfg.get("checkpoint")}): {mismatch}. Point '
                 'model.backbone.init_cfg.checkpoint (checkpoint_file) at '
