@@ -22,18 +22,23 @@ class TinyBlock(nn.Module):
         self.mlp.add_module('act', nn.GELU())
         self.mlp.add_module('fc2', layer(2 * dim, dim))
 
-    def forward(self, x):
-        """[B, C, H, W] -> same."""
+    def forward(self, x, host=None):
+        """[B, C, H, W] -> same; ``host`` runs the module at its
+        ``mlp_in`` site on the MLP's input."""
         x = x + self.mixer(self.norm(x))
+        h = x if host is None else host.site_map(self, 'mlp_in', x)
         if self.conv:
-            return x + self.mlp(x)
-        return x + self.mlp(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return x + self.mlp(h)
+        return x + self.mlp(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class TinyConvHost(PEFTHostMixin, BaseModule):
     """Two stages of two :class:`TinyBlock` each, widths ``dims``; the MLPs
-    are 1x1 convs (``conv``) or linears. Returns the stages' maps."""
+    are 1x1 convs (``conv``) or linears. One site, ``mlp_in`` (read by
+    ``fc1``). Returns the stages' maps."""
 
+    block_sites = dict(mlp_in='mlp_in_adapter')
+    site_readers = dict(mlp_in='fc1')
     layer_aliases = dict(fc1='stages.*.*.mlp.fc1', fc2='stages.*.*.mlp.fc2',
                          mixer='stages.*.*.mixer')
     out_indices = (0, 1)
@@ -56,11 +61,15 @@ class TinyConvHost(PEFTHostMixin, BaseModule):
     def new_module_names(self):
         return []
 
+    def forward_block(self, block, x):
+        return block(x, self)
+
     def forward(self, x):
         x, outs = self.stem(x), []
         for i, stage in enumerate(self.stages):
             if i:
                 x = self.downs[i - 1](x)
-            x = stage(x)
+            for block in stage:
+                x = self.run_block(self.forward_block, block, x)
             outs.append(x)
         return tuple(outs)
