@@ -274,6 +274,9 @@ def test_strict_and_peft_checkpoints(demo, tmp_path):
                        match='another pretrained') as error:
         build_model(cfg, peft_path)
     assert f'than that of {cfg.filename} (' in str(error.value)
+    # naming the tensors that differ, weights first
+    assert 'frozen backbone tensors differ: patch_embed.projection.bias, ' \
+        in str(error.value)
 
 
 # -- (d) the CLIs end to end --------------------------------------------------

@@ -57,18 +57,60 @@ def frozen_keys(model: nn.Module) -> List[str]:
     return ['backbone.' + k for k in host.pretrained_state_keys()]
 
 
-def pretrained_fingerprint(model: nn.Module) -> str:
-    """sha256 of the frozen pretrained backbone tensors (names and bytes)."""
+def _pretrained_hashes(model: nn.Module):
+    """(sha256 of the frozen pretrained backbone tensors, names and bytes;
+    ``{key: the first 16 hex digits of the sha256 of that tensor}``)."""
     host = _host(model)
     state = host.state_dict()
-    digest = hashlib.sha256()
+    digest, digests = hashlib.sha256(), {}
     for key in sorted(host.pretrained_state_keys()):
         tensor = state[key].detach().cpu().contiguous()
+        shape = str(tuple(tensor.shape)).encode()
+        data = tensor.view(-1).view(torch.uint8).numpy() \
+            if tensor.numel() else b''
         digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b'')
-    return digest.hexdigest()
+        own = hashlib.sha256()
+        for hasher in (digest, own):
+            hasher.update(shape)
+            hasher.update(data)
+        digests[key] = own.hexdigest()[:16]
+    return digest.hexdigest(), digests
+
+
+def pretrained_fingerprint(model: nn.Module) -> str:
+    """sha256 of the frozen pretrained backbone tensors (names and bytes)."""
+    return _pretrained_hashes(model)[0]
+
+
+def fingerprint_mismatch(checkpoint: dict, model: nn.Module) -> str:
+    """'' when the PEFT ``checkpoint`` was trained on the frozen backbone
+    of ``model``; else what differs: the tensors whose digests differ
+    (first few and count), when the file recorded them."""
+    info = checkpoint['meta'][PEFT_META]
+    found, digests = _pretrained_hashes(model)
+    if found == info['pretrained_fingerprint']:
+        return ''
+    recorded = info.get('pretrained_digests')
+    if recorded is None:  # a file without per-tensor digests
+        return (f'its fingerprint is {info["pretrained_fingerprint"][:16]}'
+                f'..., that of the model {found[:16]}...')
+    stats = ('running_mean', 'running_var', 'num_batches_tracked')
+
+    def is_stat(key):
+        return key.rpartition('.')[2] in stats
+
+    changed = sorted((k for k in set(recorded) | set(digests)
+                      if recorded.get(k) != digests.get(k)),
+                     key=lambda k: (is_stat(k), k))  # weights first
+    names = ', '.join(changed[:5]) + (
+        f' and {len(changed) - 5} more' if len(changed) > 5 else '')
+    message = (f'the fingerprints of {len(changed)} of its {len(recorded)} '
+               f'frozen backbone tensors differ: {names}')
+    if all(map(is_stat, changed)):
+        message += (' (running statistics of normalisation layers only: '
+                    'they were updated in training, e.g. a frozen BatchNorm '
+                    'in train mode, or the pretrained file has others)')
+    return message
 
 
 def _plain(value):
@@ -117,13 +159,15 @@ def peft_checkpoint(model: nn.Module,
             "method (backbone=dict(type='mmparax.Swin', peft=dict(...))); "
             'save a full checkpoint for full fine-tuning')
     skip = set(frozen_keys(model))
+    fingerprint, digests = _pretrained_hashes(model)
     state = OrderedDict(
         (k, v.detach().cpu()) for k, v in _model(model).state_dict().items()
         if k not in skip)
     info = dict(
         method=repr(host.peft),
         backbone=type(host).__name__,
-        pretrained_fingerprint=pretrained_fingerprint(model),
+        pretrained_fingerprint=fingerprint,
+        pretrained_digests=digests,
         num_tensors=len(state),
         num_elements=sum(v.numel() for v in state.values()))
     meta = dict(meta or {}, mmparax_version=__version__)

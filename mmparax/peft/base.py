@@ -25,6 +25,7 @@ into the frozen weights, ``unmerge(host)`` undoes it exactly and
 """
 import math
 import re
+import warnings
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -389,6 +390,9 @@ class PEFTMethod:
     #: tokens only, the class token bypasses them (needed by modules that
     #: see the tokens as an H x W map)
     adapts_class_token = False
+    #: the setting that is the method's width (its bottleneck or rank: an
+    #: int, or one per stage), read by :meth:`width`; None: no width
+    width_setting: Optional[str] = None
 
     def __init__(self, sites: Optional[Sequence[str]] = None):
         self.sites = check_names(self.name, 'sites', sites,
@@ -458,6 +462,30 @@ class PEFTMethod:
                 f'{residual_sites(host.block_sites)}), layer aliases '
                 f'{tuple(host.layer_aliases)} and capabilities '
                 f'{tuple(host.capabilities)}')
+
+    def width(self, stage: int) -> Optional[int]:
+        """The method's width in ``stage`` (its :attr:`width_setting`);
+        None without one (or without a value for ``stage``: the method
+        says so when it attaches)."""
+        value = None if self.width_setting is None else getattr(
+            self, self.width_setting)
+        if isinstance(value, (list, tuple)):
+            return value[stage] if stage < len(value) else None
+        return value
+
+    def check_widths(self, host) -> None:
+        """Warn, naming the method, the stage, the width and the channels,
+        for every stage of ``host`` narrower than the method's width."""
+        for i, (channels, _) in enumerate(host.peft_stages()):
+            width = self.width(i)
+            if width is not None and width > channels:
+                warnings.warn(
+                    f'{self.name}: {self.width_setting}={width} is larger '
+                    f'than the {channels} channels of stage {i} of '
+                    f'{type(host).__name__}: its bottleneck is wider than '
+                    'its input there, for no gain of rank. Lower '
+                    f'{self.width_setting} (or give one per stage where the '
+                    'method takes a list).', stacklevel=2)
 
     def resolve_sites(self, host) -> List[str]:
         """The block sites of ``host`` this method fills; raises naming the

@@ -325,6 +325,7 @@ class CoLoRA(PEFTMethod):
 
     requires = ('depthwise_pointwise_blocks', )
     default_targets = (('dwconv', 'fc1', 'fc2'), )
+    width_setting = 'rank'
     # the official freeze_backbone keeps every bias and norm trainable
     # (convnext_colora.py), the output norms among them
     output_norms_trained = True

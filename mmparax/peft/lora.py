@@ -92,6 +92,7 @@ class LoRA(PEFTMethod):
     """
 
     default_targets = DEFAULT_TARGETS
+    width_setting = 'rank'
 
     def __init__(self,
                  rank: int = 8,

@@ -593,6 +593,7 @@ class ParaX(PEFTMethod):
     """
 
     default_sites = ('residual', )
+    width_setting = 'rank'
     # the reference trains its output norms on Swin and ConvNeXt
     # (``extra_norm`` in the freeze loop), not on VMamba
     # (``set_only_parax_trainable``)

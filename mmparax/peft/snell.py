@@ -234,6 +234,7 @@ class SNELL(PEFTMethod):
     """
 
     default_targets = DEFAULT_TARGETS
+    width_setting = 'rank'
 
     def __init__(self,
                  rank: int = 8,
