@@ -203,5 +203,7 @@ def test_every_method_with_a_width_warns_on_a_narrow_stage(method):
 
 
 def test_only_vpt_has_no_width():
+    # (of mmparax's methods: other tests register probes)
     assert [m for m, cls in PEFT_METHODS.module_dict.items()
-            if cls.width_setting is None] == ['VPT']
+            if cls.width_setting is None
+            and cls.__module__.startswith('mmparax.')] == ['VPT']
