@@ -116,6 +116,20 @@ def test_building_leaves_batchnorm_statistics_alone():
     assert model.training
 
 
+def test_frozen_batchnorm_statistics_stay_while_the_method_trains():
+    model = build_pair('AnyResNet', dict(type='AdaptFormer', hidden_dim=4))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(not m.training for m in norms)
+    before = {k: v.clone() for k, v in model.state_dict().items()
+              if 'running_' in k or 'num_batches' in k}
+    sum(o.mean() for o in model(torch.randn(2, 3, 32, 32))).backward()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    full = build_pair('AnyResNet')  # full fine-tuning
+    assert all(m.training for m in full.modules()
+               if isinstance(m, nn.BatchNorm2d))
+
+
 @pytest.mark.parametrize('hints, match', [
     (dict(nope=1), "building mmpretrain.PoolFormer: .*'nope'.* goes to the "
      'backbone'),

@@ -40,8 +40,7 @@ GENERIC_BACKBONES = {
         out_indices=(0, 2, 4, 6), frozen_stages=-1, drop_path_rate=0.1),
     'AnyResNet': dict(
         type='mmpretrain.ResNet', depth=50, stem_channels=8,
-        base_channels=4, out_indices=(0, 1, 2, 3), norm_eval=True,
-        drop_path_rate=0.1),
+        base_channels=4, out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
     'AnyTIMMBackbone': dict(
         type='mmpretrain.TIMMBackbone', model_name='convnextv2_atto',
         features_only=True, out_indices=(0, 1, 2, 3),
