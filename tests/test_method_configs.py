@@ -16,7 +16,7 @@ from mmengine.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
 TOOL = ROOT / 'tools' / 'analysis' / 'params_table.py'
-OWN = {'_base_', 'demo', 'full', 'parax'}
+OWN = {'_base_', 'anybackbone', 'demo', 'full', 'parax'}
 METHOD_DIRS = sorted(p.name for p in CONFIGS.iterdir()
                      if p.is_dir() and p.name not in OWN)
 METHOD_CONFIGS = sorted(
