@@ -262,7 +262,6 @@ class AnyBackbone(PEFTHostMixin, nn.Module):
                     f'{sorted(widths)} channels; give the stages hint so that '
                     'each stage holds blocks of one width')
             stages.append((widths.pop(), members))
-        self._block_shapes = shapes
         return stages
 
     @torch.no_grad()
