@@ -130,6 +130,31 @@ def test_frozen_batchnorm_statistics_stay_while_the_method_trains():
                if isinstance(m, nn.BatchNorm2d))
 
 
+def test_a_host_without_output_norms_builds_without_a_method():
+    """A hand-written host declares its output norms (``output_norm``);
+    without them nothing is assumed (ResNet has no ``norm0``)."""
+    from mmpretrain.models.backbones import ResNet
+
+    from mmparax.models import PEFTHostMixin
+
+    class ResNetHost(PEFTHostMixin, ResNet):
+
+        def __init__(self, peft=None, **kwargs):
+            super().__init__(**kwargs)
+            self.init_peft(peft)
+
+        def peft_stages(self):
+            return [(getattr(self, n)[0].out_channels, list(getattr(self, n)))
+                    for n in self.res_layers]
+
+    kwargs = dict(depth=18, base_channels=4, out_indices=(0, 1, 2, 3))
+    model = ResNetHost(**kwargs)
+    assert model.new_module_names() == []
+    groups = model.peft_components()
+    assert groups['output_norms'] == []
+    assert len(groups['pretrained']) == len(list(model.parameters()))
+
+
 @pytest.mark.parametrize('hints, match', [
     (dict(nope=1), "building mmpretrain.PoolFormer: .*'nope'.* goes to the "
      'backbone'),
