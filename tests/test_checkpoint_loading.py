@@ -6,6 +6,7 @@ Every checkpoint is written to disk from a random OpenMMLab-layout Swin
 loaded tensors are compared with that OpenMMLab-layout source.
 """
 import logging
+import os
 import re
 
 import pytest
@@ -304,3 +305,18 @@ def test_safetensors_checkpoint_file_loads_exactly(tmp_path, source, layout):
     with pytest.raises(Exception, match='damaged') as info:
         build(path).init_weights()
     assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='Linux')
+def test_safetensors_checkpoint_file_is_memory_mapped(tmp_path, source):
+    """The tensors of a .safetensors checkpoint_file are views of the mapped
+    file (read as pages are touched), not a copy read in whole."""
+    from mmparax.utils.restricted_load import load_weights_file
+    from mmparax.utils.safetensors_file import write_safetensors
+    path = tmp_path / 'swin.safetensors'
+    write_safetensors(str(path), imagenet_part(source))
+    state = load_weights_file(str(path))
+    with open('/proc/self/maps') as f:
+        assert os.path.realpath(path) in f.read()
+    for key, value in imagenet_part(source).items():
+        assert torch.equal(state[key], value), key
