@@ -5,6 +5,7 @@ Every checkpoint is written to disk from a random OpenMMLab-layout Swin
 ``init_cfg=dict(type='Pretrained', checkpoint=...)`` + ``init_weights()``;
 loaded tensors are compared with that OpenMMLab-layout source.
 """
+import json
 import logging
 import os
 import re
@@ -18,6 +19,8 @@ from mmseg.models.backbones.swin import PatchMerging
 
 from mmparax.models.backbones import ParaXSwin, Swin
 from mmparax.testing import (
+    check_ok,
+    run_tool,
     swin_to_microsoft,
     tiny_swin_kwargs,
     tiny_swin_state_dict,
@@ -320,3 +323,18 @@ def test_safetensors_checkpoint_file_is_memory_mapped(tmp_path, source):
         assert os.path.realpath(path) in f.read()
     for key, value in imagenet_part(source).items():
         assert torch.equal(state[key], value), key
+
+
+@pytest.mark.e2e
+def test_bench_checkpoint_load_cli(tmp_path):
+    proc = run_tool(os.path.join('analysis', 'bench_checkpoint_load.py'),
+                    '--arch', 'tiny', '--work-dir', tmp_path, cwd=tmp_path)
+    check_ok(proc)
+    pth, mapped = [json.loads(line) for line in proc.stdout.splitlines()
+                   if line.startswith('{')]
+    assert (pth['file'], mapped['file']) == ('swin_tiny.pth',
+                                            'swin_tiny.safetensors')
+    assert not pth['memory_mapped'] and mapped['memory_mapped']
+    # the .pth is read into anonymous memory, the mapped file is not
+    assert pth['read_peak_anon_mib'] > 0.5 * pth['size_mib']
+    assert mapped['read_peak_anon_mib'] < 0.5 * mapped['size_mib']

@@ -26,6 +26,7 @@ from typing import List, Optional
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
+from .peft_checkpoint import ADAPTER_EXT, load_safetensors
 from ..utils.restricted_load import (
     SCHEMES,
     DamagedCheckpointError,
@@ -33,7 +34,6 @@ from ..utils.restricted_load import (
     restricted_load,
     torch_load,
 )
-from .peft_checkpoint import ADAPTER_EXT, load_safetensors
 
 TRUST_ENV = 'MMPARAX_TRUSTED_CHECKPOINTS'
 TRUST_FLAG = '--trust-checkpoint'

@@ -124,9 +124,9 @@ def _named(error: Exception, name: str, source) -> Exception:
     it says the bytes are broken (rather than that an object was refused);
     else ``error`` with ``source`` and ``name`` attached."""
     text = str(error)
-    if isinstance(error, EOFError) or not text.startswith(
-            'Weights only load failed') and any(
-                key in text.lower() for key in _DAMAGE):
+    if isinstance(error, EOFError) or (
+            not text.startswith('Weights only load failed')
+            and any(key in text.lower() for key in _DAMAGE)):
         return damaged(name, source, 'reading it failed with '
                        f'{type(error).__name__}: {" ".join(text.split())}'
                        [:250])
