@@ -117,11 +117,17 @@ def check_bool(method: str, name: str, value) -> None:
             f'{method}: {name} must be True or False, got {value!r}')
 
 
-def per_stage(method: str, name: str, value, stage: int):
+def per_stage(method: str, name: str, value, stage: int,
+              stages: Optional[int] = None):
     """The value of ``stage``: ``value`` itself, or ``value[stage]`` when it
-    is a list or tuple (one value per stage)."""
+    is a list or tuple (one value per stage; exactly ``stages`` of them when
+    given)."""
     if not isinstance(value, (list, tuple)):
         return value
+    if stages is not None and len(value) != stages:
+        raise ValueError(f'{method}: {name}={value!r} gives {len(value)} '
+                         f'values for {stages} stages; give one value per '
+                         'stage')
     if stage >= len(value):
         raise ValueError(f'{method}: {name}={value!r} gives no value for '
                          f'stage {stage}; give one value per stage')
