@@ -100,6 +100,20 @@ def test_train_output_norms_overrides_the_default(host, setting):
         build_pair(host, dict(METHODS['ParaX'], train_output_norms=1))
 
 
+@pytest.mark.parametrize('host', ['Swin', 'VMamba'])
+def test_the_host_declares_whether_output_norms_follow_the_method(host):
+    """A host subclass that flips ``output_norms_follow_method`` flips
+    whether ParaX (whose official code trains them) trains its norms."""
+    cls, kwargs, _ = HOSTS[host]
+    follows = not cls.output_norms_follow_method
+    flipped = type('Flipped', (cls, ),
+                   dict(output_norms_follow_method=follows))
+    model = flipped(peft=METHODS['ParaX'], **kwargs)
+    norms = [p for prefix in model.new_module_names()
+             for p in model.get_submodule(prefix).parameters()]
+    assert norms and all(p.requires_grad == follows for p in norms)
+
+
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_exactly_the_method_trains(method, host):
     plain_names = set(dict(build_pair(host).named_parameters()))

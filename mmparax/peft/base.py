@@ -510,10 +510,11 @@ class PEFTMethod:
 
     def trains_output_norms(self, host) -> bool:
         """Whether ``host``'s new output layers train: the config's
-        ``train_output_norms``, else :attr:`output_norms_trained`."""
+        ``train_output_norms``, else :attr:`output_norms_trained` where the
+        host lets the method decide (``host.output_norms_follow_method``)."""
         if self.train_output_norms is not None:
             return self.train_output_norms
-        return self.output_norms_trained
+        return self.output_norms_trained and host.output_norms_follow_method
 
     # -- what a method does -------------------------------------------------
     def attach(self, host) -> None:

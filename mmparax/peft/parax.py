@@ -603,15 +603,9 @@ class ParaX(PEFTMethod):
 
     default_sites = ('residual', )
     # the reference trains its output norms on Swin and ConvNeXt
-    # (``extra_norm`` in the freeze loop), not on VMamba
-    # (``set_only_parax_trainable``)
+    # (``extra_norm`` in the freeze loop); its VMamba keeps them frozen
+    # (``VMamba.output_norms_follow_method``)
     output_norms_trained = True
-
-    def trains_output_norms(self, host) -> bool:
-        if self.train_output_norms is None and any(
-                c.__name__ == 'VMamba' for c in type(host).__mro__):
-            return False
-        return super().trains_output_norms(host)
 
     def __init__(self,
                  expert_ratio: float = 1.0,
