@@ -35,10 +35,9 @@ from mmengine.runner import CheckpointLoader
 from mmengine.utils import ProgressBar
 
 from mmparax.apis.peft_checkpoint import (
-    PEFT_META,
     checkpoint_problems,
+    fingerprint_mismatch,
     is_peft_checkpoint,
-    pretrained_fingerprint,
     settings_problems,
 )
 from mmparax.apis.runner import CheckpointMismatchError
@@ -312,13 +311,13 @@ def load_checkpoint_strict(model: nn.Module, cfg: Config, filename: str,
                 f'those of {config_name(cfg)}:\n' + '\n'.join(settings))
         _load_pretrained_backbone(model, cfg,
                                   f'the PEFT checkpoint {filename}')
-        expected = checkpoint['meta'][PEFT_META]['pretrained_fingerprint']
-        if pretrained_fingerprint(model) != expected:
+        mismatch = fingerprint_mismatch(checkpoint, model)
+        if mismatch:
             raise CheckpointMismatchError(
-                f'{filename} was trained on another pretrained backbone '
-                f'than that of {config_name(cfg)} '
-                f'({cfg.model.backbone.init_cfg.checkpoint}): point '
-                'model.backbone.init_cfg.checkpoint at the file the '
+                f'{filename} was trained on another pretrained backbone than '
+                f'that of {config_name(cfg)} '
+                f'({cfg.model.backbone.init_cfg.checkpoint}): {mismatch}. '
+                'Point model.backbone.init_cfg.checkpoint at the file the '
                 'adapters were trained on, or give a full checkpoint')
     problems = checkpoint_problems(model, state_dict, peft)
     if problems:

@@ -57,18 +57,60 @@ def frozen_keys(model: nn.Module) -> List[str]:
     return ['backbone.' + k for k in host.pretrained_state_keys()]
 
 
-def pretrained_fingerprint(model: nn.Module) -> str:
-    """sha256 of the frozen pretrained backbone tensors (names and bytes)."""
+def _pretrained_hashes(model: nn.Module):
+    """(sha256 of the frozen pretrained backbone tensors, names and bytes;
+    ``{key: the first 16 hex digits of the sha256 of that tensor}``)."""
     host = _host(model)
     state = host.state_dict()
-    digest = hashlib.sha256()
+    digest, digests = hashlib.sha256(), {}
     for key in sorted(host.pretrained_state_keys()):
         tensor = state[key].detach().cpu().contiguous()
+        shape = str(tuple(tensor.shape)).encode()
+        data = tensor.view(-1).view(torch.uint8).numpy() \
+            if tensor.numel() else b''
         digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b'')
-    return digest.hexdigest()
+        own = hashlib.sha256()
+        for hasher in (digest, own):
+            hasher.update(shape)
+            hasher.update(data)
+        digests[key] = own.hexdigest()[:16]
+    return digest.hexdigest(), digests
+
+
+def pretrained_fingerprint(model: nn.Module) -> str:
+    """sha256 of the frozen pretrained backbone tensors (names and bytes)."""
+    return _pretrained_hashes(model)[0]
+
+
+def fingerprint_mismatch(checkpoint: dict, model: nn.Module) -> str:
+    """'' when the PEFT ``checkpoint`` was trained on the frozen backbone
+    of ``model``; else what differs: the tensors whose digests differ
+    (first few and count), when the file recorded them."""
+    info = checkpoint['meta'][PEFT_META]
+    found, digests = _pretrained_hashes(model)
+    if found == info['pretrained_fingerprint']:
+        return ''
+    recorded = info.get('pretrained_digests')
+    if recorded is None:  # a file without per-tensor digests
+        return (f'its fingerprint is {info["pretrained_fingerprint"][:16]}'
+                f'..., that of the model {found[:16]}...')
+    stats = ('running_mean', 'running_var', 'num_batches_tracked')
+
+    def is_stat(key):
+        return key.rpartition('.')[2] in stats
+
+    changed = sorted((k for k in set(recorded) | set(digests)
+                      if recorded.get(k) != digests.get(k)),
+                     key=lambda k: (is_stat(k), k))  # weights first
+    names = ', '.join(changed[:5]) + (
+        f' and {len(changed) - 5} more' if len(changed) > 5 else '')
+    message = (f'the fingerprints of {len(changed)} of its {len(recorded)} '
+               f'frozen backbone tensors differ: {names}')
+    if all(map(is_stat, changed)):
+        message += (' (running statistics of normalisation layers only: '
+                    'they were updated in training, e.g. a frozen BatchNorm '
+                    'in train mode, or the pretrained file has others)')
+    return message
 
 
 def _plain(value):
@@ -88,12 +130,26 @@ def peft_settings(cfg: Config) -> Optional[dict]:
     return None if peft is None else _plain(peft)
 
 
+#: method settings that older PEFT files record under another name
+RENAMED_SETTINGS = {'ParaX': {'rank': 'hidden_dim'}}
+
+
+def current_settings(peft: dict) -> dict:
+    """Method settings ``peft`` (``dict(type=..., ...)``) with today's names:
+    the ``rank`` of a ParaX file written before it was named ``hidden_dim``
+    becomes ``hidden_dim``."""
+    method = str(peft.get('type', '')).rpartition('.')[2]
+    renamed = RENAMED_SETTINGS.get(method, {})
+    return type(peft)((renamed.get(k, k), v) for k, v in peft.items())
+
+
 def settings_problems(checkpoint: dict, cfg: Config) -> List[str]:
     """The method settings a PEFT file recorded that differ from those of
     ``cfg``: one line per key (files without a record: none)."""
     recorded = checkpoint['meta'][PEFT_META].get('peft')
     if recorded is None:
         return []
+    recorded = current_settings(recorded)
     own = peft_settings(cfg) or {}
     missing = object()
     return [
@@ -117,13 +173,15 @@ def peft_checkpoint(model: nn.Module,
             "method (backbone=dict(type='mmparax.Swin', peft=dict(...))); "
             'save a full checkpoint for full fine-tuning')
     skip = set(frozen_keys(model))
+    fingerprint, digests = _pretrained_hashes(model)
     state = OrderedDict(
         (k, v.detach().cpu()) for k, v in _model(model).state_dict().items()
         if k not in skip)
     info = dict(
         method=repr(host.peft),
         backbone=type(host).__name__,
-        pretrained_fingerprint=pretrained_fingerprint(model),
+        pretrained_fingerprint=fingerprint,
+        pretrained_digests=digests,
         num_tensors=len(state),
         num_elements=sum(v.numel() for v in state.values()))
     meta = dict(meta or {}, mmparax_version=__version__)
@@ -184,7 +242,13 @@ def recorded_config(path: str) -> Config:
         raise ValueError(
             f'{path} records no config (only PEFT files written by mmparax '
             '0.1 and later do): give the config, tools/test.py CONFIG FILE')
-    return Config.fromstring(meta['cfg'], '.py')
+    cfg = Config.fromstring(meta['cfg'], '.py')
+    # an older file's settings under today's names
+    backbone = cfg.get('model', {}).get('backbone', {})
+    for owner in (cfg, backbone):
+        if isinstance(owner.get('peft'), dict):
+            owner['peft'] = current_settings(owner['peft'])
+    return cfg
 
 
 def load_full_checkpoint(model: nn.Module, filename: str, config: str,

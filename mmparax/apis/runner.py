@@ -28,10 +28,9 @@ from mmengine.runner.checkpoint import (
 )
 
 from .peft_checkpoint import (
-    PEFT_META,
     checkpoint_problems,
+    fingerprint_mismatch,
     is_peft_checkpoint,
-    pretrained_fingerprint,
     settings_problems,
 )
 from ..utils.atomic_file import commit_partial, partial_path
@@ -337,15 +336,15 @@ class PEFTRunnerMixin:
                 '(peft=None): use the PEFT config it was trained with')
         if not getattr(backbone, '_is_init', False):
             backbone.init_weights()  # Runner.test never initialises
-        expected = checkpoint['meta'][PEFT_META]['pretrained_fingerprint']
-        found = pretrained_fingerprint(model)
-        if found != expected and not self.cfg.get('partial_load', False):
+        if self.cfg.get('partial_load', False):
+            return
+        mismatch = fingerprint_mismatch(checkpoint, model)
+        if mismatch:
             init_cfg = getattr(backbone, 'init_cfg', None) or {}
             raise CheckpointMismatchError(
-                f'{filename} was trained on a pretrained backbone with '
-                f'fingerprint {expected[:16]}..., but the backbone of '
-                f'{self._config_name()} (init_cfg checkpoint: '
-                f'{init_cfg.get("checkpoint")}) has {found[:16]}...: point '
+                f'{filename} was trained on another pretrained backbone than '
+                f'that of {self._config_name()} (init_cfg checkpoint: '
+                f'{init_cfg.get("checkpoint")}): {mismatch}. Point '
                 'model.backbone.init_cfg.checkpoint (checkpoint_file) at '
                 'the pretrained file the adapters were trained on, or give a '
                 f'full checkpoint. {PARTIAL_FLAG} skips this check.')

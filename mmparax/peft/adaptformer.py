@@ -117,6 +117,7 @@ class AdaptFormer(PEFTMethod):
     # the official ViT adapts every token (custom_modules.py, Block)
     adapts_class_token = True
     default_sites = (('mlp_parallel', ), ('block_parallel', ))
+    width_setting = 'hidden_dim'
 
     def __init__(self,
                  hidden_dim: int = 64,

@@ -1,7 +1,7 @@
 """What every PEFT method shares.
 
 A method is a registered :class:`PEFTMethod` built from a config dict
-(``peft=dict(type='ParaX', rank=128)``). A host backbone
+(``peft=dict(type='ParaX', hidden_dim=128)``). A host backbone
 (:class:`mmparax.models.PEFTHostMixin`) hands itself to :meth:`attach`; the
 method puts its :class:`PEFTModule` instances where the host says it may:
 
@@ -24,6 +24,8 @@ into the frozen weights, ``unmerge(host)`` undoes it exactly and
 ``unload(host)`` removes the method, leaving the plain host.
 """
 import math
+import re
+import warnings
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -35,6 +37,9 @@ from mmparax.registry import PEFT_METHODS
 PARALLEL_SITES = ('mlp_parallel', 'block_parallel')
 #: the thirds of a fused qkv layer's outputs
 FUSED_PARTS = dict(q=0, k=1, v=2)
+#: the prefix of a layer target that is a regular expression over module
+#: names (relative to the host) instead of a layer alias
+PATTERN = 're:'
 #: what a host may offer beyond its sites and layers (its ``capabilities``)
 #: and a method may require (``PEFTMethod.requires``)
 HOST_CAPABILITIES = dict(
@@ -117,15 +122,46 @@ def check_bool(method: str, name: str, value) -> None:
             f'{method}: {name} must be True or False, got {value!r}')
 
 
-def per_stage(method: str, name: str, value, stage: int):
+def per_stage(method: str, name: str, value, stage: int,
+              stages: Optional[int] = None):
     """The value of ``stage``: ``value`` itself, or ``value[stage]`` when it
-    is a list or tuple (one value per stage)."""
+    is a list or tuple (one value per stage; exactly ``stages`` of them when
+    given)."""
     if not isinstance(value, (list, tuple)):
         return value
+    if stages is not None and len(value) != stages:
+        raise ValueError(f'{method}: {name}={value!r} gives {len(value)} '
+                         f'values for {stages} stages; give one value per '
+                         'stage')
     if stage >= len(value):
         raise ValueError(f'{method}: {name}={value!r} gives no value for '
                          f'stage {stage}; give one value per stage')
     return value[stage]
+
+
+def not_linear(layer: nn.Module) -> str:
+    """Why ``layer`` is not a linear map over channels; '' when it is: a
+    layer with a 2-D weight [out, in] (``nn.Linear``), or an ``nn.Conv2d``
+    with a 1x1 kernel, stride 1, no padding and one group (weight
+    [out, in, 1, 1]), which maps [B, in, H, W] to [B, out, H, W]."""
+    weight = getattr(layer, 'weight', None)
+    if isinstance(layer, nn.Conv2d):
+        odd = [
+            f'{what} {value}' for what, value, plain in (
+                ('kernel', layer.kernel_size, (1, 1)),
+                ('stride', layer.stride, (1, 1)),
+                ('padding', layer.padding, (0, 0)),
+                ('groups', layer.groups, 1)) if value != plain
+        ]
+        if odd:
+            return (f'a Conv2d with {", ".join(odd)}; only a 1x1 convolution '
+                    'with stride 1, no padding and groups 1 is a linear '
+                    'layer over channels')
+        return ''
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return ''
+    return (f'a {type(layer).__name__}, not a linear layer (a 2-D weight) '
+            'nor a 1x1 Conv2d')
 
 
 def check_names(method: str, name: str, value,
@@ -235,6 +271,9 @@ class LinearUpdate(LayerUpdate):
     slices of its outputs (the thirds of a fused qkv layer), added to its
     output by a forward hook until :meth:`merge_into` folds it into the
     weight. Subclasses implement :meth:`project` and :meth:`weight_slices`.
+    A 1x1 ``nn.Conv2d`` (see :func:`not_linear`) is updated as the linear
+    layer over channels it is: hooked channels first, merged into its
+    weight [out, in, 1, 1].
 
     Args:
         out_features (int): Outputs of each slice.
@@ -297,7 +336,7 @@ class LinearUpdate(LayerUpdate):
         for rows, start in zip(self.weight_slices(), self.starts):
             part = weight[start:start + self.out_features]
             kept.append(part.clone())
-            part += rows.to(weight.dtype)
+            part += rows.to(weight.dtype).reshape(part.shape)
         self.register_buffer('unmerged_rows', torch.stack(kept),
                              persistent=False)
         self.detach()
@@ -357,6 +396,9 @@ class PEFTMethod:
     #: tokens only, the class token bypasses them (needed by modules that
     #: see the tokens as an H x W map)
     adapts_class_token = False
+    #: the setting that is the method's width (its bottleneck or rank: an
+    #: int, or one per stage), read by :meth:`width`; None: no width
+    width_setting: Optional[str] = None
 
     def __init__(self, sites: Optional[Sequence[str]] = None):
         self.sites = check_names(self.name, 'sites', sites,
@@ -394,7 +436,8 @@ class PEFTMethod:
                            'does not offer')
         aliases = host.layer_aliases
         if self.targets is not None:
-            for alias in dict.fromkeys(t.split(':')[0] for t in self.targets):
+            for alias in dict.fromkeys(t.split(':')[0] for t in self.targets
+                                       if not t.startswith(PATTERN)):
                 if alias not in aliases:
                     clauses.append(f'{self.name} targets layers {alias!r}, '
                                    f'which {name} does not name')
@@ -426,6 +469,30 @@ class PEFTMethod:
                 f'{tuple(host.layer_aliases)} and capabilities '
                 f'{tuple(host.capabilities)}')
 
+    def width(self, stage: int) -> Optional[int]:
+        """The method's width in ``stage`` (its :attr:`width_setting`);
+        None without one (or without a value for ``stage``: the method
+        says so when it attaches)."""
+        value = None if self.width_setting is None else getattr(
+            self, self.width_setting)
+        if isinstance(value, (list, tuple)):
+            return value[stage] if stage < len(value) else None
+        return value
+
+    def check_widths(self, host) -> None:
+        """Warn, naming the method, the stage, the width and the channels,
+        for every stage of ``host`` narrower than the method's width."""
+        for i, (channels, _) in enumerate(host.peft_stages()):
+            width = self.width(i)
+            if width is not None and width > channels:
+                warnings.warn(
+                    f'{self.name}: {self.width_setting}={width} is larger '
+                    f'than the {channels} channels of stage {i} of '
+                    f'{type(host).__name__}: its bottleneck is wider than '
+                    'its input there, for no gain of rank. Lower '
+                    f'{self.width_setting} (or give one per stage where the '
+                    'method takes a list).', stacklevel=2)
+
     def resolve_sites(self, host) -> List[str]:
         """The block sites of ``host`` this method fills; raises naming the
         method, the host and what it offers when one is missing."""
@@ -455,9 +522,47 @@ class PEFTMethod:
 
     def check_targets(self, targets) -> Optional[Tuple[str, ...]]:
         """The ``targets`` argument (see :meth:`linear_targets`) as a tuple,
-        or None; raises TypeError unless it is a list of strings."""
-        return check_names(self.name, 'targets', targets,
-                           "layer aliases such as ['fc1', 'fc2']")
+        or None; raises TypeError unless it is a list of strings and
+        ValueError, naming it, for a pattern that is no regular
+        expression."""
+        targets = check_names(
+            self.name, 'targets', targets,
+            "layer aliases or patterns such as ['fc1', 're:.*\\.fc\\d']")
+        for target in targets or ():
+            if target.startswith(PATTERN):
+                try:
+                    re.compile(target[len(PATTERN):])
+                except re.error as error:
+                    raise ValueError(
+                        f"{self.name}: the layer pattern '{target}' is not a "
+                        f'regular expression ({error})') from error
+        return targets
+
+    def match_layers(self, host, target: str) -> Dict[str, nn.Module]:
+        """``{name: module}`` of the modules of ``host`` (outside the
+        method's own) whose whole name matches the pattern ``target``
+        (``'re:<regex>'``); raises naming the pattern and a few linear
+        layers it could name when it matches nothing."""
+        pattern = re.compile(target[len(PATTERN):])
+        own = tuple(n + '.' for n, m in host.named_modules()
+                    if isinstance(m, PEFTModule))
+        modules = [(n, m) for n, m in host.named_modules()
+                   if n and not (n + '.').startswith(own)]
+        found = {n: m for n, m in modules if pattern.fullmatch(n)}
+        if not found:
+            kinds = {}  # one example per name up to its indices
+            for n, m in modules:
+                if not not_linear(m):
+                    kinds.setdefault(re.sub(r'(?<![^.])\d+(?![^.])', 'i', n),
+                                     n)
+            examples = ', '.join(list(kinds.values())[:8])
+            raise ValueError(
+                f"{self.name}: the layer pattern '{target}' matches no module "
+                f'of {type(host).__name__} (a pattern matches whole module '
+                'names relative to the backbone, e.g. '
+                f"'re:.*\\.mlp\\.fc\\d'); its linear layers include "
+                f'{examples or "none"}')
+        return found
 
     def resolve_targets(self, host) -> Tuple[str, ...]:
         """:attr:`targets`, or the first of :attr:`default_targets` whose
@@ -475,20 +580,41 @@ class PEFTMethod:
 
         A target is a layer alias, or ``'alias:parts'`` on a fused qkv
         layer: ``'qkv:qv'`` names its q and v thirds, and ``parts`` is then
-        ``[(part, first output, outputs)]`` (else None). ``channels_first``:
-        the host declares the alias's layers as maps of [B, C, H, W] maps
-        (``host.channels_first_layers``). Raises naming the
-        method, the target and the layer when a layer is not linear (a 2-D
-        weight) or the parts are not distinct thirds.
+        ``[(part, first output, outputs)]`` (else None); or
+        ``'re:<regex>'``, the layers whose whole name (relative to the host)
+        matches the regular expression (:meth:`match_layers`; ``alias`` is
+        then the target). ``channels_first``: the layer maps [B, C, H, W]
+        maps (a 1x1 ``nn.Conv2d``, or a layer of an alias in
+        ``host.channels_first_layers``). Raises naming the method, the
+        target and the layer when a layer is not linear over channels
+        (:func:`not_linear`), the parts are not distinct thirds, or two
+        targets name the same outputs of a layer.
         """
+        first = set()
+        for alias in host.channels_first_layers:
+            first.update(host.named_layers(alias))
+        seen = {}
         for target in self.resolve_targets(host):
-            alias, _, spec = target.partition(':')
-            for name, layer in self.resolve_layers(host, alias).items():
-                weight = getattr(layer, 'weight', None)
-                if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-                    raise ValueError(f'{self.name}: {name} ({alias}) is not a '
-                                     'linear layer')
-                parts, outputs = None, weight.shape[0]
+            if target.startswith(PATTERN):
+                alias, spec = target, ''
+                layers = self.match_layers(host, target)
+            else:
+                alias, _, spec = target.partition(':')
+                layers = self.resolve_layers(host, alias)
+            for name, layer in layers.items():
+                why = not_linear(layer)
+                if why:
+                    raise ValueError(
+                        f'{self.name} cannot update {name} ({alias}): it is '
+                        f'{why}')
+                covered = set(spec or FUSED_PARTS)
+                for other, its in seen.get(name, ()):
+                    if covered & its:
+                        raise ValueError(
+                            f'{self.name}: {name} is named by two targets, '
+                            f'{other!r} and {target!r}; name each layer once')
+                seen.setdefault(name, []).append((target, covered))
+                parts, outputs = None, layer.weight.shape[0]
                 if spec:
                     if set(spec) - set(FUSED_PARTS) or outputs % 3 or len(
                             set(spec)) != len(spec):
@@ -500,14 +626,15 @@ class PEFTMethod:
                     width = outputs // 3
                     parts = [(p, FUSED_PARTS[p] * width, width) for p in spec]
                 yield (name, layer, alias, parts,
-                       alias in host.channels_first_layers)
+                       isinstance(layer, nn.Conv2d) or name in first)
 
     def trains_output_norms(self, host) -> bool:
         """Whether ``host``'s new output layers train: the config's
-        ``train_output_norms``, else :attr:`output_norms_trained`."""
+        ``train_output_norms``, else :attr:`output_norms_trained` where the
+        host lets the method decide (``host.output_norms_follow_method``)."""
         if self.train_output_norms is not None:
             return self.train_output_norms
-        return self.output_norms_trained
+        return self.output_norms_trained and host.output_norms_follow_method
 
     # -- what a method does -------------------------------------------------
     def attach(self, host) -> None:
@@ -623,7 +750,7 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
         return cfg
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError('peft must be a dict with a type, e.g. '
-                        f"dict(type='ParaX', rank=128), got {cfg!r}")
+                        f"dict(type='ParaX', hidden_dim=128), got {cfg!r}")
     cfg = dict(cfg)
     name = cfg.pop('type')
     train_output_norms = cfg.pop('train_output_norms', None)

@@ -83,13 +83,16 @@ class LoRA(PEFTMethod):
             Mona repository's dense-prediction Swin LoRA, and mmpretrain's
             ``LoRAModel``: scale 1/r).
         dropout (float): Dropout on the updates' input. Default: 0.
-        targets (Sequence[str], optional): Layer aliases of the host; on a
-            fused ``qkv`` alias ``'qkv:qv'`` picks the q and v thirds. None:
-            the first of ``('qkv:qv',)``, ``('in_proj', 'out_proj')``,
-            ``('fc1', 'fc2')`` the host offers.
+        targets (Sequence[str], optional): Layer aliases of the host (on a
+            fused ``qkv`` alias ``'qkv:qv'`` picks the q and v thirds), or
+            ``'re:<regex>'`` patterns over module names (see
+            ``PEFTMethod.linear_targets``). None: the first of
+            ``('qkv:qv',)``, ``('in_proj', 'out_proj')``, ``('fc1', 'fc2')``
+            the host offers.
     """
 
     default_targets = DEFAULT_TARGETS
+    width_setting = 'rank'
 
     def __init__(self,
                  rank: int = 8,
@@ -106,7 +109,7 @@ class LoRA(PEFTMethod):
 
     def attach(self, host) -> None:
         for _, layer, _, parts, channels_first in self.linear_targets(host):
-            out_features, in_features = layer.weight.shape
+            out_features, in_features = layer.weight.shape[:2]
             slices = [('lora', 0, out_features)] if parts is None else [
                 (f'lora_{p}', start, width) for p, start, width in parts
             ]

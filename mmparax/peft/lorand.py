@@ -157,6 +157,7 @@ class LoRand(PEFTMethod):
 
     # token-wise, as the official token-wise ViT adapters: every token
     adapts_class_token = True
+    width_setting = 'hidden_dim'
     default_sites = (('attn_out', 'mlp_out'), ('ssm_out', 'mlp_out'),
                      ('pre_dwconv', 'post_block'))
 

@@ -147,6 +147,7 @@ class Mona(PEFTMethod):
     """
 
     default_sites = ('residual', )
+    width_setting = 'hidden_dim'
 
     def __init__(self,
                  hidden_dim: int = 64,

@@ -32,6 +32,7 @@ from .base import (
     check_fraction,
     check_number,
     check_positive_int,
+    not_linear,
 )
 
 
@@ -103,11 +104,12 @@ class RepAdapterModule(PEFTModule):
         return matrix, self.scale * (up @ self.down.bias + self.up_bias)
 
     @torch.no_grad()
-    def fold_into(self, layer: nn.Linear) -> bool:
-        """Make ``layer(x)`` compute ``layer(self(x))`` (eval); returns
-        whether a bias had to be created (the layer had none)."""
+    def fold_into(self, layer: nn.Module) -> bool:
+        """Make ``layer(x)`` compute ``layer(self(x))`` (eval), for a linear
+        layer or a 1x1 conv (weight [out, in, 1, 1]); returns whether a bias
+        had to be created (the layer had none)."""
         matrix, shift = self.affine()
-        weight = layer.weight
+        weight = layer.weight.flatten(1)  # a view: [out, in]
         bias = F.linear(shift.to(weight.dtype), weight)
         created = layer.bias is None
         if created:
@@ -154,6 +156,7 @@ class RepAdapter(PEFTMethod):
     # (repadapter.py, forward_vit_block_adapter): the layer that reads a
     # site then reads only adapted tokens, and merging stays exact
     adapts_class_token = True
+    width_setting = 'hidden_dim'
     default_sites = (('attn_in', 'mlp_in'), ('ssm_in', 'mlp_in'),
                      ('pre_dwconv', ))
 
@@ -232,17 +235,14 @@ class RepAdapter(PEFTMethod):
     @staticmethod
     def _not_linear(layer: nn.Module) -> str:
         """Why ``layer`` cannot take in an affine map of its input ('' when
-        it can: a linear layer, weight [out, in])."""
-        weight = getattr(layer, 'weight', None)
-        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
-            return ''
+        it can: a linear layer or a 1x1 conv, see ``not_linear``)."""
         if isinstance(layer, nn.Conv2d) and layer.groups > 1 \
                 and layer.groups == layer.in_channels:
             return ('a depthwise conv with zero padding: it cannot take in '
                     'the channel mixing (a depthwise kernel mixes no '
                     'channels), and the bias would reach the border pixels '
                     'through the padding differently')
-        return f'a {type(layer).__name__}, not a linear layer'
+        return not_linear(layer)
 
     def _unmergeable(self, host, site: str, why: str) -> str:
         mergeable = tuple(

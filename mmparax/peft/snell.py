@@ -222,9 +222,11 @@ class SNELL(PEFTMethod):
             ``out_proj``); the official scripts use 0.1. Default: 0.
         drop_path (float): Drop path on every update's output; the official
             scripts use 0.1. Default: 0.
-        targets (Sequence[str], optional): Layer aliases of the host; on a
+        targets (Sequence[str], optional): Layer aliases of the host (on a
             fused ``qkv`` alias, ``'qkv:qkv'`` gives q, k and v one update
-            each (``'qkv'`` alone: one update of the whole layer). None: the
+            each; ``'qkv'`` alone: one update of the whole layer), or
+            ``'re:<regex>'`` patterns over module names (see
+            ``PEFTMethod.linear_targets``). None: the
             first of ``('qkv:qkv', 'proj', 'fc1', 'fc2')``, ``('in_proj',
             'out_proj', 'fc1', 'fc2')``, ``('fc1', 'fc2')`` the host offers.
         with_cp (bool): Recompute the merged matrices in the backward pass
@@ -232,6 +234,7 @@ class SNELL(PEFTMethod):
     """
 
     default_targets = DEFAULT_TARGETS
+    width_setting = 'rank'
 
     def __init__(self,
                  rank: int = 8,
@@ -259,7 +262,7 @@ class SNELL(PEFTMethod):
     def attach(self, host) -> None:
         for _, layer, alias, parts, channels_first in self.linear_targets(
                 host):
-            out_features, in_features = layer.weight.shape
+            out_features, in_features = layer.weight.shape[:2]
             child, width, starts = 'snell', out_features, (0, )
             if parts is not None:  # one update of the thirds named
                 child = 'snell_' + ''.join(p for p, _, _ in parts)

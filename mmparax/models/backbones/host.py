@@ -109,6 +109,10 @@ class PEFTHostMixin:
     #: ``{site: alias}``: the frozen layer that reads the site's output and
     #: nothing else (what a linear module at the site can be folded into)
     site_readers: Dict[str, str] = {}
+    #: False where the PEFT code this backbone follows keeps the new layers
+    #: (:meth:`new_module_names`) frozen whatever the method: they then
+    #: train only with the config's ``train_output_norms=True``
+    output_norms_follow_method = True
     #: ``frozen_stages`` value that freezes nothing
     no_frozen_stages = -1
     #: group name of the layers of new_module_names() in the accounting
@@ -130,8 +134,28 @@ class PEFTHostMixin:
         return [f'norm{i}' for i in self.out_indices]
 
     def train(self, mode: bool = True):
+        """Set the training mode; with a method, :meth:`frozen_norms` stay
+        in eval mode."""
         super().train(mode)
+        if mode and getattr(self, 'peft', None) is not None:
+            for module in self.frozen_norms():
+                module.eval()
         return self  # OpenMMLab's backbones return None
+
+    def frozen_norms(self) -> List[nn.Module]:
+        """The normalisation layers with running statistics (BatchNorm*,
+        SyncBatchNorm) that do not train: outside the method's modules, with
+        every parameter frozen. With a method they stay in eval mode while
+        the host trains (mmseg's ``norm_eval``), so they normalise with
+        their pretrained statistics and never change them."""
+        inside = tuple(n + '.' for n, m in self.named_modules()
+                       if isinstance(m, PEFTModule))
+        return [
+            m for n, m in self.named_modules()
+            if isinstance(getattr(m, 'running_mean', None), torch.Tensor)
+            and not (n + '.').startswith(inside)
+            and not any(p.requires_grad for p in m.parameters())
+        ]
 
     def ignored_checkpoint_keys(self, key: str) -> bool:
         """Whether a checkpoint key the backbone lacks may be dropped."""
@@ -161,6 +185,7 @@ class PEFTHostMixin:
                     'pretrained parameter. Leave frozen_stages at '
                     f'{self.no_frozen_stages}.')
             self.peft.check_host(self)
+            self.peft.check_widths(self)
             self.peft.attach(self)
         new = {
             name
