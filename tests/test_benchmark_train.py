@@ -1,4 +1,5 @@
 """tools/analysis/benchmark_train.py on tiny Swin configs."""
+import glob
 import json
 import os.path as osp
 
@@ -18,7 +19,7 @@ TINY_SWIN = ('embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], '
 TINY_METHODS = {
     'full': '',
     'lora': 'peft=dict(rank=4), ',
-    'parax': 'peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4), ',
+    'parax': 'peft=dict(hidden_dim=8, kernel_sizes=(3, ), router_hidden=4), ',
 }
 tool = load_tool('analysis/benchmark_train.py')
 DET = '_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py'
@@ -224,9 +225,15 @@ def test_missing_config_is_named(tmp_path):
 
 
 def test_default_configs_exist():
+    """Table 15: the Swin-L Mask R-CNN config of every method that has one
+    (full fine-tuning included) and of ParaX without routed kernels."""
     for config in tool.DEFAULT_CONFIGS:
         assert osp.isfile(osp.join(REPO, config)), config
-    assert len(tool.DEFAULT_CONFIGS) == 10
+    every_method = glob.glob(osp.join(REPO, 'configs', '*', f'*{DET}'))
+    assert len(every_method) > 1
+    assert sorted(tool.DEFAULT_CONFIGS) == sorted(
+        [osp.relpath(p, REPO) for p in every_method] +
+        [f'configs/parax/ablations/parax-static-conv{DET}'])
 
 
 @pytest.mark.e2e

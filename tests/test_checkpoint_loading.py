@@ -5,7 +5,9 @@ Every checkpoint is written to disk from a random OpenMMLab-layout Swin
 ``init_cfg=dict(type='Pretrained', checkpoint=...)`` + ``init_weights()``;
 loaded tensors are compared with that OpenMMLab-layout source.
 """
+import json
 import logging
+import os
 import re
 
 import pytest
@@ -17,13 +19,15 @@ from mmseg.models.backbones.swin import PatchMerging
 
 from mmparax.models.backbones import ParaXSwin, Swin
 from mmparax.testing import (
+    check_ok,
+    run_tool,
     swin_to_microsoft,
     tiny_swin_kwargs,
     tiny_swin_state_dict,
     write_checkpoint,
 )
 
-PARAX = dict(rank=8, router_hidden=4)
+PARAX = dict(hidden_dim=8, router_hidden=4)
 OUTPUT_NORM = re.compile(r'^norm\d+\.')
 
 
@@ -304,3 +308,33 @@ def test_safetensors_checkpoint_file_loads_exactly(tmp_path, source, layout):
     with pytest.raises(Exception, match='damaged') as info:
         build(path).init_weights()
     assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='Linux')
+def test_safetensors_checkpoint_file_is_memory_mapped(tmp_path, source):
+    """The tensors of a .safetensors checkpoint_file are views of the mapped
+    file (read as pages are touched), not a copy read in whole."""
+    from mmparax.utils.restricted_load import load_weights_file
+    from mmparax.utils.safetensors_file import write_safetensors
+    path = tmp_path / 'swin.safetensors'
+    write_safetensors(str(path), imagenet_part(source))
+    state = load_weights_file(str(path))
+    with open('/proc/self/maps') as f:
+        assert os.path.realpath(path) in f.read()
+    for key, value in imagenet_part(source).items():
+        assert torch.equal(state[key], value), key
+
+
+@pytest.mark.e2e
+def test_bench_checkpoint_load_cli(tmp_path):
+    proc = run_tool(os.path.join('analysis', 'bench_checkpoint_load.py'),
+                    '--arch', 'tiny', '--work-dir', tmp_path, cwd=tmp_path)
+    check_ok(proc)
+    pth, mapped = [json.loads(line) for line in proc.stdout.splitlines()
+                   if line.startswith('{')]
+    assert (pth['file'], mapped['file']) == ('swin_tiny.pth',
+                                            'swin_tiny.safetensors')
+    assert not pth['memory_mapped'] and mapped['memory_mapped']
+    # the .pth is read into anonymous memory, the mapped file is not
+    assert pth['read_peak_anon_mib'] > 0.5 * pth['size_mib']
+    assert mapped['read_peak_anon_mib'] < 0.5 * mapped['size_mib']

@@ -63,13 +63,11 @@ METHODS = {
     'snell': (dict(type='SNELL', rank=18, sparsity=0.5, dropout=0.1,
                    drop_path=0.1), 2_985_984, 3.7),
     'mona': (dict(type='Mona', hidden_dim=75), 3_150_360, 3.9),
-    'parax': (dict(type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
+    'parax': (dict(type='ParaX', hidden_dim=128, kernel_sizes=(3, 5, 7),
                    router_hidden=16, sites=('post_mlp', )), 3_098_340, 3.9),
 }
-# the paper's # P counts the prompts alone for VPT, and the method plus a
-# 1000-class head for the other PEFT rows (README); SNELL has no exact fit
-COUNTED_WITH_HEAD = {'lora', 'adaptformer', 'repadapter', 'lorand', 'snell',
-                     'mona', 'parax'}
+# SNELL has no exact fit; the paper's 86.0M of full fine-tuning is neither
+# the backbone nor the model
 NO_EXACT_FIT = {'full', 'snell'}
 TOP1 = {  # Table 4: CIFAR-100, SVHN, Food-101, ImageNet-R
     'full': (85.9, 97.7, 90.1, 64.0),
@@ -88,7 +86,32 @@ def _name(method, token):
     return f'{method}/{method}_vit-b-mae_8xb128-100e_{token}.py'
 
 
-ALL = sorted(_name(m, t) for m in METHODS for t in SETS)
+def _table_4_configs():
+    """The configs (relative to configs/) the metafiles list for Table 4."""
+    from mmparax.utils.paper import metafile_models, metafiles
+    return sorted(
+        m['Config'][len('configs/'):] for path in metafiles()
+        for m in metafile_models(path)
+        if m['Metadata'].get('Paper Table') == '4')
+
+
+def _counted_with_head():
+    """The methods whose Table 4 # P counts a 1000-class head (metafiles'
+    ``Trainable Parameters Scope``; VPT's counts the prompts alone)."""
+    from mmparax.utils.paper import metafile_models, metafiles
+    return {
+        m['Config'].split('/')[1] for path in metafiles()
+        for m in metafile_models(path)
+        if m['Metadata'].get('Paper Table') == '4' and m['Metadata'].get(
+            'Trainable Parameters Scope') == 'backbone and a 1000-class head'
+    }
+
+
+# every method's Table 4 configs, as the metafiles list them
+ALL = _table_4_configs()
+COUNTED_WITH_HEAD = _counted_with_head()
+# the configs of the methods whose settings and counts are recorded above
+RECORDED = sorted(_name(m, t) for m in METHODS for t in SETS)
 
 
 def _converter(name):
@@ -362,20 +385,32 @@ def test_dataset_base_pipelines(token, tmp_path):
 
 
 def test_every_row_of_table_4_has_a_config():
+    """Every MAE ViT-B classification config is a Table 4 row of a metafile,
+    each method's on the four sets; the recorded methods are among them."""
     found = sorted(
         str(p.relative_to(CONFIGS))
         for p in CONFIGS.glob('*/*_vit-b-mae_8xb128-100e_*.py'))
     assert found == ALL
+    methods = {name.split('/')[0] for name in ALL}
+    assert ALL == sorted(_name(m, t) for m in methods for t in SETS)
+    assert set(RECORDED) <= set(ALL)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ALL)
 def test_config_recipe(name):
+    """The recipe every Table 4 config shares; the method settings recorded
+    above, or (another method) a registered method."""
     method, stem = name.split('/')
     token = stem.rsplit('_', 1)[1][:-3]
     title, classes, drop_path, decay, base = SETS[token]
-    peft, _, _ = METHODS[method]
     cfg = Config.fromfile(CONFIGS / name)
+    peft = cfg.model.backbone.get('peft')
+    if method in METHODS:
+        assert peft == METHODS[method][0]
+    elif peft is not None:
+        from mmparax.registry import PEFT_METHODS
+        assert PEFT_METHODS.get(peft['type']) is not None, peft
     assert cfg.default_scope == 'mmpretrain'
     model = cfg.model
     assert model.type == 'ImageClassifier'
@@ -386,7 +421,6 @@ def test_config_recipe(name):
     assert backbone.drop_path_rate == drop_path
     assert backbone.init_cfg == dict(
         type='Pretrained', checkpoint='pretrain/mae_pretrain_vit_base.pth')
-    assert backbone.get('peft') == peft
     assert model.neck == dict(type='ClsBatchNormNeck', input_features=768,
                               affine=False, eps=1e-6)
     assert (model.head.type, model.head.in_channels,
@@ -554,13 +588,14 @@ def _tiny_backbone(delete=True):
 
 TINY = """_base_ = [{base!r}]
 # The CIFAR-100 ParaX recipe at a tiny size: a 4-block ViT of width 32 at
-# 32x32, rank 8, router width 4, on make_cifar100 data (UncheckedCIFAR100:
-# synthetic files cannot match the MD5 sums of the official ones).
+# 32x32, hidden_dim 8, router width 4, on make_cifar100 data
+# (UncheckedCIFAR100: synthetic files cannot match the MD5 sums of the
+# official ones).
 custom_imports = dict(
     imports=['mmparax', 'mmparax.testing.classification'],
     allow_failed_imports=False)
 model = dict(
-    backbone=dict({backbone}, peft=dict(rank=8, router_hidden=4)),
+    backbone=dict({backbone}, peft=dict(hidden_dim=8, router_hidden=4)),
     neck=dict(input_features=32),
     head=dict(in_channels=32))
 train_pipeline = [

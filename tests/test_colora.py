@@ -255,7 +255,9 @@ def test_other_hosts_are_refused(host, cls, kwargs, why):
     (dict(rank=0), 'CoLoRA: rank must be a positive integer'),
     (dict(rank='8'), 'CoLoRA: rank must be a positive integer'),
     (dict(rank=[4, 0, 4, 4]), 'CoLoRA: rank must be'),
-    (dict(rank=[4, 4]), r'CoLoRA rank \(4, 4\) gives 2 ranks; ConvNeXt has 4'),
+    (dict(rank=[4, 4]), r'CoLoRA: rank=\(4, 4\) gives 2 values for 4 stages'),
+    (dict(rank=[4] * 5), r'CoLoRA: rank=\(4, 4, 4, 4, 4\) gives 5 values '
+     'for 4 stages; give one value per stage'),
     (dict(rank=3), 'CoLoRA rank 3 of stage 0 of ConvNeXt must divide its '
      'width 16'),
     (dict(share_ratio=1.5),

@@ -176,7 +176,8 @@ def test_a_backbone_without_family_needs_the_blocks_hint():
     with pytest.raises(TypeError, match=r"unknown hint\(s\) \['nope'\]"):
         AnyBackbone.host_class(backbone, blocks='InvertedResidual', nope=1)
     model = AnyBackbone(backbone=backbone, blocks='InvertedResidual',
-                        peft=dict(type='ParaX', rank=4, router_hidden=4))
+                        peft=dict(type='ParaX', hidden_dim=4,
+                                  router_hidden=4))
     assert len(model.peft_stages()) == 7  # the blocks under layer1..layer7
     outs = model(torch.randn(1, 3, 64, 64))
     assert outs[-1].shape == (1, 1280, 2, 2)

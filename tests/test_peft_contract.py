@@ -128,6 +128,20 @@ def test_train_output_norms_overrides_the_default(host, setting):
         build_pair(host, dict(METHODS['ParaX'], train_output_norms=1))
 
 
+@pytest.mark.parametrize('host', ['Swin', 'VMamba'])
+def test_the_host_declares_whether_output_norms_follow_the_method(host):
+    """A host subclass that flips ``output_norms_follow_method`` flips
+    whether ParaX (whose official code trains them) trains its norms."""
+    cls, kwargs, _ = HOSTS[host]
+    follows = not cls.output_norms_follow_method
+    flipped = type('Flipped', (cls, ),
+                   dict(output_norms_follow_method=follows))
+    model = flipped(peft=METHODS['ParaX'], **kwargs)
+    norms = [p for prefix in model.new_module_names()
+             for p in model.get_submodule(prefix).parameters()]
+    assert norms and all(p.requires_grad == follows for p in norms)
+
+
 @pytest.mark.parametrize('method, host', PAIRS)
 def test_exactly_the_method_trains(method, host):
     plain_names = set(dict(build_pair(host).named_parameters()))
@@ -213,7 +227,7 @@ def test_builds_in_both_scopes(method, host, scope):
         return  # the names of the first release cover the hosts they had
     alias = MODELS.build(
         dict(type=f'mmparax.ParaX{cls.__name__}',
-             parax=dict(rank=8, router_hidden=4), **kwargs))
+             parax=dict(hidden_dim=8, router_hidden=4), **kwargs))
     assert isinstance(alias, cls) and isinstance(alias.peft, ParaX)
 
 
@@ -272,7 +286,8 @@ def test_lora_matches_the_formula():
 # -- what a host offers --------------------------------------------------
 def test_a_missing_site_names_method_host_and_offer():
     with pytest.raises(ValueError) as info:
-        build_pair('ConvNeXt', dict(type='ParaX', rank=8, sites=['post_attn']))
+        build_pair('ConvNeXt',
+                   dict(type='ParaX', hidden_dim=8, sites=['post_attn']))
     message = str(info.value)
     assert 'ParaX' in message and 'ConvNeXt' in message
     assert "'post_block'" in message

@@ -143,7 +143,7 @@ def test_load_from_keeps_the_fresh_streams(trust, tmp_path):
         tmp_path / 'loaded', 1, load_from=str(checkpoint),
         hooks=[loaded]).train()
     assert torch.equal(loaded.state, fresh.state)
-    saved = trusted_loading.load_from_local(str(checkpoint), 'cpu')
+    saved = trusted_loading.load_from_safe(str(checkpoint), 'cpu')
     assert not torch.equal(saved['rng_states'][0]['torch'], fresh.state)
 
 
@@ -155,7 +155,7 @@ def test_checkpoints_hold_the_training_stream(trust, tmp_path):
     toy_runner(tmp_path / 'no_val', 2, interval=1).train()
 
     def states(path):
-        ckpt = trusted_loading.load_from_local(str(path), 'cpu')
+        ckpt = trusted_loading.load_from_safe(str(path), 'cpu')
         return ckpt['meta']['iter'], ckpt['rng_states'][0]['torch']
 
     expected = dict(

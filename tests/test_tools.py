@@ -18,7 +18,7 @@ from mmparax.apis import runtime, trusted_loading
 from mmparax.apis.trusted_loading import (
     TRUST_ENV,
     UntrustedCheckpointError,
-    load_from_local,
+    load_from_safe,
     register_trusted_loader,
     trust_checkpoints,
 )
@@ -149,7 +149,7 @@ def test_test_py_loads_runner_checkpoint(trained, tmp_path):
 def test_test_py_refuses_untrusted_foreign_pickle(trained, tmp_path):
     import argparse
 
-    from mmparax.utils.runner_globals import RUNNER_GLOBALS
+    from mmparax.utils.restricted_load import RUNNER_GLOBALS
     with torch.serialization.safe_globals(RUNNER_GLOBALS):
         checkpoint = torch.load(trained['work_dir'] / 'iter_4.pth',
                                 weights_only=True)
@@ -301,7 +301,7 @@ def test_symlink_into_trusted_folder_is_not_trusted(clean_trust, pickles,
     (work_dir / 'iter_1.pth').symlink_to(unsafe)
     trust_checkpoints(str(work_dir))
     with pytest.raises(UntrustedCheckpointError):
-        load_from_local(str(work_dir / 'iter_1.pth'), 'cpu')
+        load_from_safe(str(work_dir / 'iter_1.pth'), 'cpu')
     assert not marker.exists()
 
 
@@ -322,7 +322,7 @@ def test_trusted_pickle_loads(clean_trust, pickles, monkeypatch, how):
 
 def test_missing_file(clean_trust, tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_from_local(str(tmp_path / 'nope.pth'), None)
+        load_from_safe(str(tmp_path / 'nope.pth'), None)
 
 
 def test_tools_trust_flag_only(clean_trust, tmp_path):

@@ -4,9 +4,9 @@ _base_ = [
 ]
 # ParaX after every PoolFormer block (post_block). No published recipe for
 # this backbone: the settings and the learning rate follow the ConvNeXt-B row
-# of the same method. Rank 32: half the first stage's width.
+# of the same method. Width 32: half the first stage's channels.
 peft = dict(
-    type='ParaX', rank=32, kernel_sizes=(3, 5, 7), router_hidden=16,
+    type='ParaX', hidden_dim=32, kernel_sizes=(3, 5, 7), router_hidden=16,
     layer_init='trunc_normal', force_fp16=True)
 model = dict(backbone=dict(peft=peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -6,7 +6,7 @@ _base_ = [
 # backbone: the settings and the learning rate follow the ConvNeXt-B row of
 # the same method.
 peft = dict(
-    type='ParaX', rank=64, kernel_sizes=(3, 5, 7), router_hidden=16,
+    type='ParaX', hidden_dim=64, kernel_sizes=(3, 5, 7), router_hidden=16,
     layer_init='trunc_normal', force_fp16=True)
 model = dict(backbone=dict(peft=peft))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))

@@ -1,7 +1,7 @@
 """What every PEFT method shares.
 
 A method is a registered :class:`PEFTMethod` built from a config dict
-(``peft=dict(type='ParaX', rank=128)``). A host backbone
+(``peft=dict(type='ParaX', hidden_dim=128)``). A host backbone
 (:class:`mmparax.models.PEFTHostMixin`) hands itself to :meth:`attach`; the
 method puts its :class:`PEFTModule` instances where the host says it may:
 
@@ -122,11 +122,17 @@ def check_bool(method: str, name: str, value) -> None:
             f'{method}: {name} must be True or False, got {value!r}')
 
 
-def per_stage(method: str, name: str, value, stage: int):
+def per_stage(method: str, name: str, value, stage: int,
+              stages: Optional[int] = None):
     """The value of ``stage``: ``value`` itself, or ``value[stage]`` when it
-    is a list or tuple (one value per stage)."""
+    is a list or tuple (one value per stage; exactly ``stages`` of them when
+    given)."""
     if not isinstance(value, (list, tuple)):
         return value
+    if stages is not None and len(value) != stages:
+        raise ValueError(f'{method}: {name}={value!r} gives {len(value)} '
+                         f'values for {stages} stages; give one value per '
+                         'stage')
     if stage >= len(value):
         raise ValueError(f'{method}: {name}={value!r} gives no value for '
                          f'stage {stage}; give one value per stage')
@@ -624,10 +630,11 @@ class PEFTMethod:
 
     def trains_output_norms(self, host) -> bool:
         """Whether ``host``'s new output layers train: the config's
-        ``train_output_norms``, else :attr:`output_norms_trained`."""
+        ``train_output_norms``, else :attr:`output_norms_trained` where the
+        host lets the method decide (``host.output_norms_follow_method``)."""
         if self.train_output_norms is not None:
             return self.train_output_norms
-        return self.output_norms_trained
+        return self.output_norms_trained and host.output_norms_follow_method
 
     # -- what a method does -------------------------------------------------
     def attach(self, host) -> None:
@@ -743,7 +750,7 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
         return cfg
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError('peft must be a dict with a type, e.g. '
-                        f"dict(type='ParaX', rank=128), got {cfg!r}")
+                        f"dict(type='ParaX', hidden_dim=128), got {cfg!r}")
     cfg = dict(cfg)
     name = cfg.pop('type')
     train_output_norms = cfg.pop('train_output_norms', None)

@@ -78,6 +78,7 @@ from .base import (
     check_fraction,
     check_positive,
     is_positive_int,
+    per_stage,
 )
 
 
@@ -401,18 +402,13 @@ class CoLoRA(PEFTMethod):
                 blocks.append((i, channels, dw, fc1, fc2))
         return blocks
 
-    def _ranks(self, host, stages: int):
-        if isinstance(self.rank, int):
-            return (self.rank, ) * stages
-        if len(self.rank) != stages:
-            raise ValueError(
-                f'CoLoRA rank {self.rank!r} gives {len(self.rank)} ranks; '
-                f'{type(host).__name__} has {stages} stages')
-        return self.rank
-
     def attach(self, host) -> None:
         blocks = self._blocks(host)
-        ranks = self._ranks(host, len(host.peft_stages()))
+        stages = len(host.peft_stages())
+        ranks = [
+            per_stage(self.name, 'rank', self.rank, i, stages)
+            for i in range(stages)
+        ]
         for stage, channels, dw, fc1, fc2 in blocks:
             rank = ranks[stage]
             if channels % rank:

@@ -104,7 +104,7 @@ def check_weights_only(work_dir) -> list:
     returns the file names."""
     import torch
 
-    from mmparax.utils.runner_globals import RUNNER_GLOBALS
+    from mmparax.utils.restricted_load import RUNNER_GLOBALS
     names = sorted(n for n in os.listdir(work_dir) if n.endswith('.pth'))
     assert names, f'no checkpoint in {work_dir}'
     for name in names:

@@ -109,6 +109,10 @@ class PEFTHostMixin:
     #: ``{site: alias}``: the frozen layer that reads the site's output and
     #: nothing else (what a linear module at the site can be folded into)
     site_readers: Dict[str, str] = {}
+    #: False where the PEFT code this backbone follows keeps the new layers
+    #: (:meth:`new_module_names`) frozen whatever the method: they then
+    #: train only with the config's ``train_output_norms=True``
+    output_norms_follow_method = True
     #: ``frozen_stages`` value that freezes nothing
     no_frozen_stages = -1
     #: name of the new norm of each output, formatted with its index in

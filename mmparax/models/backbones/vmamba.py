@@ -288,6 +288,9 @@ class VMamba(PEFTHostMixin, BaseModule):
     """
 
     block_sites = mixer_mlp_sites('ssm')
+    # the reference ParaX VMamba trains its adapters only
+    # (``set_only_parax_trainable``), not the output norms
+    output_norms_follow_method = False
     token_mixer = ('selective scans along fixed spatial orders, not '
                    'attention')
     site_readers = dict(ssm_in='in_proj', mlp_in='fc1')
