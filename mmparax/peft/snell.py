@@ -102,17 +102,16 @@ def kernel_distances(A: torch.Tensor, B: torch.Tensor, split: int,
             torch.cdist(A[..., split:], B[..., split:], p=p))
 
 
-def competition_thresholds(weight: torch.Tensor,
-                           sparsity: float) -> torch.Tensor:
-    """[P, in, out] -> [P]: τ, the ``sparsity``-quantile of each slice's
-    magnitudes (a selection: no gradient)."""
-    return torch.stack([quantile(m, sparsity) for m in weight.detach().abs()])
-
-
-def kept_magnitudes(weight: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """[P, in, out]: ``sg(|ΔW|)`` where ``|ΔW| > τ`` of its slice, else 0."""
-    magnitude = weight.detach().abs()
-    return torch.where(magnitude > tau.view(-1, 1, 1), magnitude, 0.)
+def kept_magnitudes(weight: torch.Tensor, sparsity: float,
+                    tau: Optional[torch.Tensor] = None):
+    """Competition of the entries of each slice of ``weight`` [P, in, out]:
+    ``sg(|ΔW|)`` where ``|ΔW| > τ`` of its slice, else 0, and τ [P], the
+    ``sparsity``-quantile of the slice's magnitudes (a selection: no
+    gradient) unless given."""
+    kept = weight.detach().abs()
+    if tau is None:
+        tau = torch.stack([quantile(m, sparsity) for m in kept])
+    return kept.masked_fill_(kept <= tau.view(-1, 1, 1), 0.), tau
 
 
 def dropout_noise(shape: torch.Size, dtype: torch.dtype,
@@ -138,10 +137,12 @@ class SparseKernelUpdate(torch.autograd.Function):
         """x [..., in], A [P, in, q], B [P, out, q] -> [..., P * out]."""
         near, far = kernel_distances(A, B, split, p)
         weight = near.mul_(scale).sub_(far.mul_(scale))
+        del far
         tau = None
         if sparsity > 0:
-            tau = competition_thresholds(weight, sparsity)
-            weight = weight.mul_(kept_magnitudes(weight, tau))
+            kept, tau = kept_magnitudes(weight, sparsity)
+            weight.mul_(kept)
+            del kept
         ctx.noise = x.shape, x.dtype, rate, seed
         if rate > 0:
             x = x * dropout_noise(x.shape, x.dtype, x.device, rate, seed)
@@ -169,11 +170,12 @@ class SparseKernelUpdate(torch.autograd.Function):
             with torch.enable_grad():
                 A, B = A.detach().requires_grad_(), B.detach().requires_grad_()
                 near, far = kernel_distances(A, B, split, p)
-            weight = scale * near.detach() - scale * far.detach()
-            kept = None if tau is None else kept_magnitudes(weight, tau)
+            weight = near.detach() * scale
+            weight.sub_(far.detach() * scale)
+            kept = None if tau is None else kept_magnitudes(weight, 0, tau)[0]
             P, n_in, n_out = weight.shape
             if needs_x:
-                merged = weight if kept is None else weight * kept
+                merged = weight if kept is None else weight.mul_(kept)
                 flat = merged.transpose(0, 1).reshape(n_in, P * n_out)
                 grad_x = grad_y @ flat.T
                 if rate > 0:
@@ -181,12 +183,15 @@ class SparseKernelUpdate(torch.autograd.Function):
                                                     rate, seed)
             if needs_a or needs_b:
                 grad_w = x.reshape(-1, n_in).T @ grad_y.reshape(-1, P * n_out)
-                grad_w = grad_w.view(n_in, P, n_out).transpose(0, 1)
+                # in the kernel's dtype (float32 under float16 autocast)
+                grad_w = grad_w.view(n_in, P, n_out).transpose(0, 1).to(
+                    weight.dtype)
                 if kept is not None:
-                    grad_w = grad_w * kept
+                    grad_w.mul_(kept)
+                grad_w.mul_(scale)
                 inputs = [t for t, n in ((A, needs_a), (B, needs_b)) if n]
                 grads = torch.autograd.grad((near, far), inputs,
-                                            (grad_w * scale, grad_w * -scale))
+                                            (grad_w, grad_w.neg()))
                 grad_a = grads[0] if needs_a else None
                 grad_b = grads[-1] if needs_b else None
         return grad_x, grad_a, grad_b, None, None, None, None, None, None
@@ -263,8 +268,7 @@ class SNELLUpdate(LinearUpdate):
         slice's magnitudes, scaled by their stop-gradient magnitude."""
         if self.sparsity == 0:
             return weight
-        tau = competition_thresholds(weight, self.sparsity)
-        return weight * kept_magnitudes(weight, tau)
+        return weight * kept_magnitudes(weight, self.sparsity)[0]
 
     def merged_weight(self) -> torch.Tensor:
         """[P, C_in, C_out]: the sparse update of each slice."""
