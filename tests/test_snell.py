@@ -8,8 +8,12 @@ import torch.nn as nn
 
 from mmparax.models import ConvNeXt, Swin, VMamba
 from mmparax.peft import snell
-from mmparax.peft.snell import (SNELLUpdate, SparseKernelUpdate,
-                                dropout_noise, quantile)
+from mmparax.peft.snell import (
+    SNELLUpdate,
+    SparseKernelUpdate,
+    dropout_noise,
+    quantile,
+)
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 VMAMBA = dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0))

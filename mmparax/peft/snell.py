@@ -39,6 +39,14 @@ one mask shared by q, k and v, and an independent drop path 0.1 on every
 update's output; it recomputes the merged matrix in the backward pass to
 save memory (``with_cp``).
 
+Memory and time (``with_cp``, the default): :class:`SparseKernelUpdate`
+keeps only the update's dropped input, ``A``, ``B`` and τ for the backward
+pass, which builds ``ΔW`` again from them but reuses τ (the quantile is a
+selection of the stop-gradient magnitudes: the official code computes it on
+``|ΔW|.detach()`` and it carries no gradient) and draws the dropout factors
+again from their seed (no mask kept). The update is applied as the separate
+term ``x ΔW`` beside the frozen layer, as in the official code.
+
 Differences from the official code: an odd q gives the first kernel one
 column more (the official code gives both ``q // 2``); dropout and drop path
 default to 0 here (the configs set the official 0.1); VMamba is not in the
@@ -213,8 +221,10 @@ class SNELLUpdate(LinearUpdate):
         scale (float): s. Default: 0.1.
         dropout (float): Dropout on the update's input. Default: 0.
         drop_path (float): Drop path on each slice's update. Default: 0.
-        with_cp (bool): Recompute the merged matrix in the backward pass.
-            Default: True.
+        with_cp (bool): Keep only the dropped input, ``A``, ``B`` and τ
+            for the backward pass, which builds ``ΔW`` again
+            (:class:`SparseKernelUpdate`); False: autograd keeps the dense
+            matrices. Default: True.
 
     Parameters: ``A`` [P, C_in, q], ``B`` [P, C_out, q] for P slices.
     """
@@ -328,8 +338,9 @@ class SNELL(PEFTMethod):
             each (``'qkv'`` alone: one update of the whole layer). None: the
             first of ``('qkv:qkv', 'proj', 'fc1', 'fc2')``, ``('in_proj',
             'out_proj', 'fc1', 'fc2')``, ``('fc1', 'fc2')`` the host offers.
-        with_cp (bool): Recompute the merged matrices in the backward pass
-            (memory; as the official code). Default: True.
+        with_cp (bool): Build the merged matrices again in the backward
+            pass, keeping only the updates' inputs (memory; as the official
+            code). Default: True.
     """
 
     default_targets = DEFAULT_TARGETS
