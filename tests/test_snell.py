@@ -8,7 +8,12 @@ import torch.nn as nn
 
 from mmparax.models import ConvNeXt, Swin, VMamba
 from mmparax.peft import snell
-from mmparax.peft.snell import SNELLUpdate, quantile
+from mmparax.peft.snell import (
+    SNELLUpdate,
+    SparseKernelUpdate,
+    dropout_noise,
+    quantile,
+)
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 VMAMBA = dict(arch=dict(dims=16, depths=(2, 2, 2, 2), ssm_ratio=2.0))
@@ -79,6 +84,89 @@ def test_fused_slices_and_gradients_match_the_formula():
         grads.append((update.A.grad, update.B.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('p', [2., 1.])
+@pytest.mark.parametrize('rate', [0., 0.5])
+def test_sparse_kernel_update_gradcheck(p, rate):
+    """Without sparsification ΔW is smooth in A and B: the recomputing
+    backward pass equals finite differences, dropout factors included."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    A = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *t: SparseKernelUpdate.apply(*t, 2, p, 0.1, 0., rate, 7),
+        (x, A, B))
+
+
+@pytest.mark.parametrize('p', [2., 1.])
+def test_sparse_kernel_update_with_dropout_matches_the_formula(p):
+    """Sparsified, with dropout: outputs and gradients (x, A, B) equal the
+    literal update of the dropped input, the factors drawn from the seed."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    A = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    y = SparseKernelUpdate.apply(x, A, B, 3, p, 0.1, 0.4, 0.3, 11)
+    noise = dropout_noise(x.shape, x.dtype, x.device, 0.3, 11)
+    assert ((noise == 0) | (noise == 1 / 0.7)).all() and (noise == 0).any()
+    x2, A2, B2 = (t.detach().clone().requires_grad_() for t in (x, A, B))
+    dropped = (x2 * noise).flatten(0, 1)
+    expected = torch.cat([
+        literal_update(A2[i], B2[i], dropped, 0.4, p) for i in range(2)
+    ], -1).view(3, 4, 6)
+    torch.testing.assert_close(y, expected)
+    weights = torch.randn_like(y)
+    (y * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for got, want in ((x, x2), (A, A2), (B, B2)):
+        torch.testing.assert_close(got.grad, want.grad)
+
+
+def test_update_saves_only_its_dropped_input_and_thresholds():
+    """With dropout, the training forward keeps one tensor of the input's
+    size (no dropout mask, no dense [in, out] matrix) besides A and B."""
+    torch.manual_seed(0)
+    update = SNELLUpdate(64, 32, 6, starts=(0, 32, 64), sparsity=0.5,
+                         dropout=0.1)
+    x = torch.randn(4, 50, 64, requires_grad=True)
+    params = {t.untyped_storage().data_ptr() for t in update.parameters()}
+    saved = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = update.delta(x, 96)
+    assert sum(s.nbytes() for s in saved.values()) == x.nbytes + 3 * 4
+    y.sum().backward()
+    assert update.A.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+def test_update_under_autocast_saves_the_low_precision_input():
+    torch.manual_seed(0)
+    update = SNELLUpdate(16, 8, 4, sparsity=0.5)
+    x = torch.randn(6, 16)
+    results = []
+    for with_cp in (True, False):
+        update.with_cp = with_cp
+        update.zero_grad()
+        saved = []
+        with torch.autocast('cpu', torch.bfloat16), \
+                torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: saved.append(t) or t, lambda t: t):
+            y = update.project(x)
+        y.float().square().sum().backward()
+        results.append((y.float(), update.A.grad.clone()))
+        if with_cp:
+            assert y.dtype == torch.bfloat16
+            assert [t.dtype for t in saved if t.shape == x.shape] == \
+                [torch.bfloat16]
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-4)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])

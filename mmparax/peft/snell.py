@@ -39,6 +39,14 @@ one mask shared by q, k and v, and an independent drop path 0.1 on every
 update's output; it recomputes the merged matrix in the backward pass to
 save memory (``with_cp``).
 
+Memory and time (``with_cp``, the default): :class:`SparseKernelUpdate`
+keeps only the update's dropped input, ``A``, ``B`` and τ for the backward
+pass, which builds ``ΔW`` again from them but reuses τ (the quantile is a
+selection of the stop-gradient magnitudes: the official code computes it on
+``|ΔW|.detach()`` and it carries no gradient) and draws the dropout factors
+again from their seed (no mask kept). The update is applied as the separate
+term ``x ΔW`` beside the frozen layer, as in the official code.
+
 Differences from the official code: an odd q gives the first kernel one
 column more (the official code gives both ``q // 2``); dropout and drop path
 default to 0 here (the configs set the official 0.1); VMamba is not in the
@@ -54,7 +62,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
+from torch.autograd.function import once_differentiable
 
 from mmparax.registry import PEFT_METHODS
 from .base import (
@@ -93,6 +101,110 @@ def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(low, high, (rank - below).to(flat.device))
 
 
+def kernel_distances(A: torch.Tensor, B: torch.Tensor, split: int,
+                     p: float):
+    """A [P, in, q], B [P, out, q] -> two [P, in, out]: the p-norm
+    distances of the rows over the first ``split`` columns and over the
+    rest."""
+    return (torch.cdist(A[..., :split], B[..., :split], p=p),
+            torch.cdist(A[..., split:], B[..., split:], p=p))
+
+
+def kept_magnitudes(weight: torch.Tensor, sparsity: float,
+                    tau: Optional[torch.Tensor] = None):
+    """Competition of the entries of each slice of ``weight`` [P, in, out]:
+    ``sg(|ΔW|)`` where ``|ΔW| > τ`` of its slice, else 0, and τ [P], the
+    ``sparsity``-quantile of the slice's magnitudes (a selection: no
+    gradient) unless given."""
+    kept = weight.detach().abs()
+    if tau is None:
+        tau = torch.stack([quantile(m, sparsity) for m in kept])
+    return kept.masked_fill_(kept <= tau.view(-1, 1, 1), 0.), tau
+
+
+def dropout_noise(shape: torch.Size, dtype: torch.dtype,
+                  device: torch.device, rate: float,
+                  seed: int) -> torch.Tensor:
+    """Inverted dropout's factors (0 or 1 / (1 - rate)) of an input of
+    ``shape``, drawn from ``seed`` so that the backward pass can draw them
+    again."""
+    generator = torch.Generator(device).manual_seed(seed)
+    noise = torch.empty(shape, dtype=dtype, device=device)
+    return noise.bernoulli_(1 - rate, generator=generator).div_(1 - rate)
+
+
+class SparseKernelUpdate(torch.autograd.Function):
+    """``Dropout(x) @ ΔW`` of :class:`SNELLUpdate` that saves only the
+    dropped input, ``A``, ``B`` and the thresholds τ: the dense matrices are
+    built again in the backward pass (the thresholds are not: the selection
+    is not differentiated), the dropout factors drawn again from their seed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, A, B, split, p, scale, sparsity, rate, seed):
+        """x [..., in], A [P, in, q], B [P, out, q] -> [..., P * out]."""
+        near, far = kernel_distances(A, B, split, p)
+        weight = near.mul_(scale).sub_(far.mul_(scale))
+        del far
+        tau = None
+        if sparsity > 0:
+            kept, tau = kept_magnitudes(weight, sparsity)
+            weight.mul_(kept)
+            del kept
+        ctx.noise = x.shape, x.dtype, rate, seed
+        if rate > 0:
+            x = x * dropout_noise(x.shape, x.dtype, x.device, rate, seed)
+        device = x.device.type
+        ctx.autocast = (torch.is_autocast_enabled(device),
+                        torch.get_autocast_dtype(device))
+        if ctx.autocast[0]:  # what the matmul reads: half the bytes
+            x = x.to(ctx.autocast[1])
+        ctx.save_for_backward(x, A, B, tau)
+        ctx.kernel = split, p, scale
+        P, n_in, n_out = weight.shape
+        return x @ weight.transpose(0, 1).reshape(n_in, P * n_out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, A, B, tau = ctx.saved_tensors
+        split, p, scale = ctx.kernel
+        shape, x_dtype, rate, seed = ctx.noise
+        needs_x, needs_a, needs_b = ctx.needs_input_grad[:3]
+        grad_x = grad_a = grad_b = None
+        device = x.device.type
+        enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype, enabled=enabled):
+            with torch.enable_grad():
+                A, B = A.detach().requires_grad_(), B.detach().requires_grad_()
+                near, far = kernel_distances(A, B, split, p)
+            weight = near.detach() * scale
+            weight.sub_(far.detach() * scale)
+            kept = None if tau is None else kept_magnitudes(weight, 0, tau)[0]
+            P, n_in, n_out = weight.shape
+            if needs_x:
+                merged = weight if kept is None else weight.mul_(kept)
+                flat = merged.transpose(0, 1).reshape(n_in, P * n_out)
+                grad_x = grad_y @ flat.T
+                if rate > 0:
+                    grad_x = grad_x * dropout_noise(shape, x_dtype, x.device,
+                                                    rate, seed)
+            if needs_a or needs_b:
+                grad_w = x.reshape(-1, n_in).T @ grad_y.reshape(-1, P * n_out)
+                # in the kernel's dtype (float32 under float16 autocast)
+                grad_w = grad_w.view(n_in, P, n_out).transpose(0, 1).to(
+                    weight.dtype)
+                if kept is not None:
+                    grad_w.mul_(kept)
+                grad_w.mul_(scale)
+                inputs = [t for t, n in ((A, needs_a), (B, needs_b)) if n]
+                grads = torch.autograd.grad((near, far), inputs,
+                                            (grad_w, grad_w.neg()))
+                grad_a = grads[0] if needs_a else None
+                grad_b = grads[-1] if needs_b else None
+        return grad_x, grad_a, grad_b, None, None, None, None, None, None
+
+
 class SNELLUpdate(LinearUpdate):
     """The sparse kernelized update of one frozen linear layer, on one or
     more equal output slices (the thirds of a fused qkv layer).
@@ -109,8 +221,10 @@ class SNELLUpdate(LinearUpdate):
         scale (float): s. Default: 0.1.
         dropout (float): Dropout on the update's input. Default: 0.
         drop_path (float): Drop path on each slice's update. Default: 0.
-        with_cp (bool): Recompute the merged matrix in the backward pass.
-            Default: True.
+        with_cp (bool): Keep only the dropped input, ``A``, ``B`` and τ
+            for the backward pass, which builds ``ΔW`` again
+            (:class:`SparseKernelUpdate`); False: autograd keeps the dense
+            matrices. Default: True.
 
     Parameters: ``A`` [P, C_in, q], ``B`` [P, C_out, q] for P slices.
     """
@@ -156,9 +270,7 @@ class SNELLUpdate(LinearUpdate):
     def kernel_matrix(self) -> torch.Tensor:
         """[P, C_in, C_out]: ``ΔW`` of each slice (transposed), before
         sparsification."""
-        h = self.split
-        near = torch.cdist(self.A[..., :h], self.B[..., :h], p=self.p)
-        far = torch.cdist(self.A[..., h:], self.B[..., h:], p=self.p)
+        near, far = kernel_distances(self.A, self.B, self.split, self.p)
         return self.scale * near - self.scale * far
 
     def sparsify(self, weight: torch.Tensor) -> torch.Tensor:
@@ -166,29 +278,28 @@ class SNELLUpdate(LinearUpdate):
         slice's magnitudes, scaled by their stop-gradient magnitude."""
         if self.sparsity == 0:
             return weight
-        magnitude = weight.detach().abs()
-        tau = torch.stack([quantile(m, self.sparsity) for m in magnitude])
-        kept = torch.where(magnitude > tau.view(-1, 1, 1), magnitude,
-                           torch.zeros_like(magnitude))
-        return weight * kept
+        return weight * kept_magnitudes(weight, self.sparsity)[0]
 
     def merged_weight(self) -> torch.Tensor:
         """[P, C_in, C_out]: the sparse update of each slice."""
         return self.sparsify(self.kernel_matrix())
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.merged_weight()  # [P, in, out]
-        P, n_in, n_out = weight.shape
-        y = x @ weight.transpose(0, 1).reshape(n_in, P * n_out)
-        return y.unflatten(-1, (P, n_out))
-
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """[..., in] (channels last) -> [..., P, out]."""
-        x = self.dropout(x)
-        if self.with_cp and torch.is_grad_enabled() and self.A.requires_grad:
-            y = cp.checkpoint(self._project, x, use_reentrant=False)
+        trained = self.A.requires_grad or self.B.requires_grad
+        if self.with_cp and torch.is_grad_enabled() and trained:
+            rate = self.dropout.p if isinstance(self.dropout, nn.Dropout) \
+                and self.training else 0.
+            seed = int(torch.randint(2**62, ())) if rate > 0 else 0
+            y = SparseKernelUpdate.apply(x, self.A, self.B, self.split,
+                                         self.p, self.scale, self.sparsity,
+                                         rate, seed)
         else:
-            y = self._project(x)  # [..., P, out]
+            weight = self.merged_weight()  # [P, in, out]
+            P, n_in, n_out = weight.shape
+            y = self.dropout(x) @ weight.transpose(0, 1).reshape(
+                n_in, P * n_out)
+        y = y.unflatten(-1, (len(self.starts), self.out_features))
         if self.training and self.drop_path > 0:
             keep = 1 - self.drop_path
             shape = (y.shape[0], ) + (1, ) * (y.dim() - 3) + (y.shape[-2], 1)
@@ -229,8 +340,9 @@ class SNELL(PEFTMethod):
             ``PEFTMethod.linear_targets``). None: the
             first of ``('qkv:qkv', 'proj', 'fc1', 'fc2')``, ``('in_proj',
             'out_proj', 'fc1', 'fc2')``, ``('fc1', 'fc2')`` the host offers.
-        with_cp (bool): Recompute the merged matrices in the backward pass
-            (memory; as the official code). Default: True.
+        with_cp (bool): Build the merged matrices again in the backward
+            pass, keeping only the updates' inputs (memory; as the official
+            code). Default: True.
     """
 
     default_targets = DEFAULT_TARGETS
