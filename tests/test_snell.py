@@ -254,6 +254,18 @@ def test_swin_placement_and_count():
     assert _count(model) == 18 * 6 * widths  # 18 q C per block
 
 
+def test_no_input_dropout_on_the_output_projection_by_pattern():
+    """A pattern reaching the attention's output projection places dropout
+    as the aliases do: none on ``proj``, the rate on the other layers."""
+    model = Swin(
+        peft=dict(type='SNELL', rank=6, dropout=0.1,
+                  targets=[r're:.*\.w_msa\.(qkv|proj)']),
+        **tiny_swin_kwargs(depths=(2, 2, 3, 2)))
+    attn = model.stages[1].blocks[0].attn.w_msa
+    assert isinstance(attn.qkv.snell.dropout, nn.Dropout)
+    assert isinstance(attn.proj.snell.dropout, nn.Identity)
+
+
 def test_convnext_placement_and_count():
     model = ConvNeXt(peft=dict(type='SNELL', rank=5), **tiny_convnext_kwargs())
     block = model.stages[2][1]

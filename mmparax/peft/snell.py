@@ -372,8 +372,11 @@ class SNELL(PEFTMethod):
         self.targets = self.check_targets(targets)
 
     def attach(self, host) -> None:
-        for _, layer, alias, parts, channels_first in self.linear_targets(
-                host):
+        for name, layer, alias, parts, channels_first in \
+                self.linear_targets(host):
+            # the attention's output projection, by alias or by pattern
+            no_dropout = alias in NO_INPUT_DROPOUT or \
+                name.rsplit('.', 1)[-1] in NO_INPUT_DROPOUT
             out_features, in_features = layer.weight.shape[:2]
             child, width, starts = 'snell', out_features, (0, )
             if parts is not None:  # one update of the thirds named
@@ -387,7 +390,7 @@ class SNELL(PEFTMethod):
                 sparsity=self.sparsity,
                 p=KERNELS[self.kernel],
                 scale=self.scale,
-                dropout=0. if alias in NO_INPUT_DROPOUT else self.dropout,
+                dropout=0. if no_dropout else self.dropout,
                 drop_path=self.drop_path,
                 with_cp=self.with_cp)
             update.hook_into(layer, child, channels_first)
