@@ -22,9 +22,9 @@ def _stage3(k):
 
 # config -> (the knob it changes, exact trainable backbone parameters)
 ROWS = {
-    f'parax-m4l-r40{SWIN_B}': (dict(expert_ratio=4, rank=40), 5_473_488),
-    f'parax-m2l-r72{SWIN_B}': (dict(expert_ratio=2, rank=72), 5_120_528),
-    f'parax-m05l-r192{SWIN_B}': (dict(expert_ratio=0.5, rank=192),
+    f'parax-m4l-r40{SWIN_B}': (dict(expert_ratio=4, hidden_dim=40), 5_473_488),
+    f'parax-m2l-r72{SWIN_B}': (dict(expert_ratio=2, hidden_dim=72), 5_120_528),
+    f'parax-m05l-r192{SWIN_B}': (dict(expert_ratio=0.5, hidden_dim=192),
                                  5_327_840),
     f'parax-center9{SWIN_B}': (dict(blocks_per_center=_stage3(9)),
                                5_167_324),

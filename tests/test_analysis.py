@@ -172,7 +172,7 @@ def tiny_parax_swin(**peft):
     torch.manual_seed(0)
     return Swin(
         **tiny_swin_kwargs(),
-        peft=dict(type='ParaX', rank=4, router_hidden=4, **peft)).eval()
+        peft=dict(type='ParaX', hidden_dim=4, router_hidden=4, **peft)).eval()
 
 
 @torch.no_grad()
@@ -262,12 +262,13 @@ def test_strict_and_peft_checkpoints(demo, tmp_path):
                for k, v in again.state_dict().items())
     # ... with the method settings it records
     other = copy.deepcopy(cfg)
-    other.model.backbone.peft.rank = cfg.model.backbone.peft.rank + 1
+    width = cfg.model.backbone.peft.hidden_dim
+    other.model.backbone.peft.hidden_dim = width + 1
     with pytest.raises(CheckpointMismatchError,
                        match='other method settings') as error:
         build_model(other, peft_path)
-    assert f'peft.rank: file {cfg.model.backbone.peft.rank} vs config ' \
-        f'{other.model.backbone.peft.rank}' in str(error.value)
+    assert f'peft.hidden_dim: file {width} vs config {width + 1}' \
+        in str(error.value)
     # ... and only over the backbone it was trained on
     save_peft_checkpoint(model, peft_path)  # a random backbone
     with pytest.raises(CheckpointMismatchError,

@@ -18,7 +18,7 @@ TINY_SWIN = ('embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], '
 TINY_METHODS = {
     'full': '',
     'lora': 'peft=dict(rank=4), ',
-    'parax': 'peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4), ',
+    'parax': 'peft=dict(hidden_dim=8, kernel_sizes=(3, ), router_hidden=4), ',
 }
 tool = load_tool('analysis/benchmark_train.py')
 DET = '_swin-l_mask-rcnn_fpn_8xb2-1x_coco.py'

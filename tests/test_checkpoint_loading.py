@@ -23,7 +23,7 @@ from mmparax.testing import (
     write_checkpoint,
 )
 
-PARAX = dict(rank=8, router_hidden=4)
+PARAX = dict(hidden_dim=8, router_hidden=4)
 OUTPUT_NORM = re.compile(r'^norm\d+\.')
 
 

@@ -63,7 +63,7 @@ METHODS = {
     'snell': (dict(type='SNELL', rank=18, sparsity=0.5, dropout=0.1,
                    drop_path=0.1), 2_985_984, 3.7),
     'mona': (dict(type='Mona', hidden_dim=75), 3_150_360, 3.9),
-    'parax': (dict(type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
+    'parax': (dict(type='ParaX', hidden_dim=128, kernel_sizes=(3, 5, 7),
                    router_hidden=16, sites=('post_mlp', )), 3_098_340, 3.9),
 }
 # the paper's # P counts the prompts alone for VPT, and the method plus a
@@ -554,13 +554,14 @@ def _tiny_backbone(delete=True):
 
 TINY = """_base_ = [{base!r}]
 # The CIFAR-100 ParaX recipe at a tiny size: a 4-block ViT of width 32 at
-# 32x32, rank 8, router width 4, on make_cifar100 data (UncheckedCIFAR100:
-# synthetic files cannot match the MD5 sums of the official ones).
+# 32x32, hidden_dim 8, router width 4, on make_cifar100 data
+# (UncheckedCIFAR100: synthetic files cannot match the MD5 sums of the
+# official ones).
 custom_imports = dict(
     imports=['mmparax', 'mmparax.testing.classification'],
     allow_failed_imports=False)
 model = dict(
-    backbone=dict({backbone}, peft=dict(rank=8, router_hidden=4)),
+    backbone=dict({backbone}, peft=dict(hidden_dim=8, router_hidden=4)),
     neck=dict(input_features=32),
     head=dict(in_channels=32))
 train_pipeline = [

@@ -63,7 +63,7 @@ CHECKPOINTS = {
 # force_fp16 and head_init='constructor': the reference's fp16 adapters and
 # heads that keep their constructor initialisation
 DEFAULT_PARAX = dict(
-    type='ParaX', rank=128, kernel_sizes=(3, 5, 7), router_hidden=16,
+    type='ParaX', hidden_dim=128, kernel_sizes=(3, 5, 7), router_hidden=16,
     force_fp16=True)
 CONVNEXT_PARAX = dict(DEFAULT_PARAX, layer_init='trunc_normal')
 # config -> the ParaX settings of its recipe
@@ -365,14 +365,14 @@ def test_count_params_json():
 @pytest.mark.e2e
 def test_count_params_help_example_works(capsys):
     """The --cfg-options example of --help changes the count of a config
-    (the tiny ParaX Swin: rank 8)."""
+    (the tiny ParaX Swin: hidden_dim 8)."""
     from mmparax.testing import load_tool
     tool = load_tool('analysis/count_params.py')
     with pytest.raises(SystemExit):
         tool.parse_args(['--help'])
     help_text = ' '.join(capsys.readouterr().out.split())
     (example, ) = re.findall(r'e\.g\. (\S+=\S+)\)?', help_text)
-    assert example == 'model.backbone.peft.rank=64'
+    assert example == 'model.backbone.peft.hidden_dim=64'
     tiny = str(ROOT / 'tests' / 'configs' /
                'tiny_parax_swin_upernet_ade20k.py')
     base = tool.main([tiny, '--json'])

@@ -21,7 +21,8 @@ class Segmentor(nn.Module):
 
 
 def parax_model():
-    return Segmentor(ParaXSwin(parax=dict(rank=8, router_hidden=4), **TINY))
+    return Segmentor(
+        ParaXSwin(parax=dict(hidden_dim=8, router_hidden=4), **TINY))
 
 
 def test_hook_accepts_a_correct_freeze():
@@ -100,7 +101,7 @@ def test_constructor_leaves_frozen_parameters_out(paramwise, caplog):
 
 def test_adapter_runs_under_autocast():
     # the GPU path trains in fp16; bfloat16 autocast exercises the same casts
-    model = ParaXSwin(parax=dict(rank=8, router_hidden=4), **TINY)
+    model = ParaXSwin(parax=dict(hidden_dim=8, router_hidden=4), **TINY)
     x = torch.randn(2, 3, 64, 64)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         outs = model(x)

@@ -200,19 +200,19 @@ def test_mmparax_venv_is_the_venv(stub_bin, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def rank_64_config(tmp_path_factory):
+def hidden_64_config(tmp_path_factory):
     """A config outside the repository that inherits the Swin-B recipe
-    (absolute _base_) and changes the rank."""
-    path = tmp_path_factory.mktemp('my_configs') / 'my_swin-b_rank64.py'
+    (absolute _base_) and changes the hidden_dim."""
+    path = tmp_path_factory.mktemp('my_configs') / 'my_swin-b_hidden64.py'
     path.write_text(f'_base_ = [{SWIN_B!r}]\n'
-                    'model = dict(backbone=dict(peft=dict(rank=64)))\n')
+                    'model = dict(backbone=dict(peft=dict(hidden_dim=64)))\n')
     return str(path)
 
 
 @pytest.fixture(scope='module')
-def rank_64_backbone(rank_64_config):
-    cfg = Config.fromfile(rank_64_config)
-    assert cfg.model.backbone.peft.rank == 64
+def hidden_64_backbone(hidden_64_config):
+    cfg = Config.fromfile(hidden_64_config)
+    assert cfg.model.backbone.peft.hidden_dim == 64
     init_default_scope('mmseg')
     backbone_cfg = cfg.model.backbone.copy()
     backbone_cfg.init_cfg = None
@@ -224,11 +224,11 @@ def rank_64_backbone(rank_64_config):
 
 
 @pytest.mark.e2e
-def test_count_params_user_config_json(rank_64_config, rank_64_backbone,
+def test_count_params_user_config_json(hidden_64_config, hidden_64_backbone,
                                        tmp_path):
     proc = subprocess.run([
         sys.executable,
-        osp.join(TOOLS, 'analysis', 'count_params.py'), rank_64_config,
+        osp.join(TOOLS, 'analysis', 'count_params.py'), hidden_64_config,
         '--json', '--paper'
     ],
                           cwd=str(tmp_path),
@@ -238,38 +238,39 @@ def test_count_params_user_config_json(rank_64_config, rank_64_backbone,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert result['trainable_backbone'] == rank_64_backbone['trainable']
-    assert result['total_backbone'] == rank_64_backbone['total']
-    assert result['trainable_backbone'] != 5_242_992  # the rank-128 recipe
+    assert result['trainable_backbone'] == hidden_64_backbone['trainable']
+    assert result['total_backbone'] == hidden_64_backbone['total']
+    # not the count of the hidden_dim=128 recipe
+    assert result['trainable_backbone'] != 5_242_992
     assert sum(c['trainable'] for c in result['components'].values()) \
-        == rank_64_backbone['trainable']
+        == hidden_64_backbone['trainable']
     assert result['components']['pretrained'] == dict(
         trainable=0, total=86_741_176)  # Swin-B's frozen weights
     assert result['paper_trainable_backbone_m'] is None
     assert result['difference_m'] is None
     reason = result['paper_reason']
     assert reason.startswith('no paper figure is recorded for '
-                             'my_swin-b_rank64.py')
+                             'my_swin-b_hidden64.py')
     assert ('it inherits parax_swin-b_upernet_8xb2-160k_ade20k-512x512.py, '
             'whose paper # P is 5.2M') in reason
 
 
 @pytest.mark.e2e
-def test_count_params_user_config_text(rank_64_config, rank_64_backbone,
+def test_count_params_user_config_text(hidden_64_config, hidden_64_backbone,
                                        capsys):
     sys.path.insert(0, osp.join(TOOLS, 'analysis'))
     try:
         import count_params
     finally:
         sys.path.pop(0)
-    count_params.main([rank_64_config, '--paper'])
+    count_params.main([hidden_64_config, '--paper'])
     lines = capsys.readouterr().out.splitlines()
-    trainable = rank_64_backbone['trainable']
+    trainable = hidden_64_backbone['trainable']
     assert f'trainable backbone: {trainable:,} ' \
         f'({trainable / 1e6:.2f}M)' in lines
     assert lines[-1].startswith(
         'paper # P:          no paper figure is recorded for '
-        'my_swin-b_rank64.py: no metafile.yml in its folder lists it')
+        'my_swin-b_hidden64.py: no metafile.yml in its folder lists it')
 
 
 # -- batch 1 per process on the CPU -------------------------------------------

@@ -26,7 +26,8 @@ SETTINGS = [
 
 def adapter_pair(force_fp16, device='cpu', **kwargs):
     torch.manual_seed(0)
-    parax = ParaX(rank=8, router_hidden=4, force_fp16=force_fp16, **kwargs)
+    parax = ParaX(hidden_dim=8, router_hidden=4, force_fp16=force_fp16,
+                  **kwargs)
     center = parax.build_centers(16, 2, 0)[0].to(device)
     # non-trivial scales and biases, so that every cast shows
     adapter = parax.build_adapter(16, center).to(device)
@@ -60,7 +61,7 @@ def test_names_and_counts_unchanged():
     for flag in (False, True):
         host = Swin(
             **tiny_swin_kwargs(),
-            peft=dict(type='ParaX', rank=8, router_hidden=4,
+            peft=dict(type='ParaX', hidden_dim=8, router_hidden=4,
                       force_fp16=flag))
         shapes.append({
             n: (tuple(p.shape), p.requires_grad)
@@ -75,7 +76,7 @@ def test_cpu_no_op_logged_once_per_model(monkeypatch):
                         lambda msg, **kwargs: lines.append(msg))
     hosts = [
         Swin(**tiny_swin_kwargs(),
-             peft=dict(type='ParaX', rank=8, router_hidden=4,
+             peft=dict(type='ParaX', hidden_dim=8, router_hidden=4,
                        force_fp16=flag)) for flag in (True, False, True)
     ]
     x = torch.randn(1, 3, 64, 64)

@@ -67,7 +67,7 @@ def tiny_cfg(name, checkpoint):
     for key in ('arch', 'embed_dims', 'depths', 'num_heads'):
         backbone.pop(key, None)
     backbone.update(tiny_swin_kwargs())
-    backbone.peft.update(rank=8, router_hidden=4)
+    backbone.peft.update(hidden_dim=8, router_hidden=4)
     backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
     if 'neck' in cfg.model:
         cfg.model.neck.in_channels = WIDTHS

@@ -8,7 +8,8 @@ HW = (5, 6)
 
 
 def build(dim=12, depth=3, **kwargs):
-    parax = ParaX(rank=kwargs.pop('rank', 8), router_hidden=4, **kwargs)
+    parax = ParaX(hidden_dim=kwargs.pop('hidden_dim', 8), router_hidden=4,
+                  **kwargs)
     center = parax.build_centers(dim, depth, stage=0)[0]
     adapter = parax.build_adapter(dim, center)
     return adapter.double(), center.double()
@@ -126,7 +127,7 @@ def test_with_cp_trains_inside_a_frozen_host():
     from mmparax.models import Swin
     from mmparax.testing import tiny_swin_kwargs
     torch.manual_seed(0)
-    model = Swin(peft=dict(type='ParaX', rank=8, with_cp=True),
+    model = Swin(peft=dict(type='ParaX', hidden_dim=8, with_cp=True),
                  **tiny_swin_kwargs(drop_path_rate=0.0))
     model.train()
     x = torch.randn(2, 3, 64, 64)
@@ -194,10 +195,10 @@ def test_top_k_keeps_k_experts():
 
 
 def test_parameter_count_formula():
-    # 27C + h(C+1) + G M (h+1) + rank^2 + 4 rank + 7 per adapter,
-    # M (2 rank C + 83 rank) per center
+    # 27C + h(C+1) + G M (h+1) + hidden_dim^2 + 4 hidden_dim + 7 per adapter,
+    # M (2 hidden_dim C + 83 hidden_dim) per center
     C, h, M, R = 64, 16, 4, 32
-    parax = ParaX(rank=R, router_hidden=h)
+    parax = ParaX(hidden_dim=R, router_hidden=h)
     center = parax.build_centers(C, M, 0)[0]
     adapter = parax.build_adapter(C, center)
     n = sum(p.numel() for p in adapter.parameters())
@@ -233,8 +234,8 @@ def test_adapter_init_is_not_identity():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(rank=0), 'rank'),
-    (dict(rank=-4), 'rank'),
+    (dict(hidden_dim=0), 'hidden_dim'),
+    (dict(hidden_dim=-4), 'hidden_dim'),
     (dict(kernel_sizes=(3, 4)), 'odd'),
     (dict(kernel_sizes=357), 'list or tuple'),
     (dict(kernel_sizes=(3, 3)), 'duplicates'),
@@ -265,7 +266,7 @@ def test_top_k_per_stage():
     keep every expert."""
     from mmparax.models import Swin
     from mmparax.testing import tiny_swin_kwargs
-    model = Swin(peft=dict(type='ParaX', rank=8, router_hidden=4,
+    model = Swin(peft=dict(type='ParaX', hidden_dim=8, router_hidden=4,
                            top_k=(None, None, 3, None)),
                  **tiny_swin_kwargs(depths=(2, 2, 6, 2)))
     top_k = [{b.adapter1.top_k, b.adapter2.top_k} for _, blocks in
@@ -291,11 +292,11 @@ def test_centers_grouped_by_blocks():
     assert [c.num_experts for c in parax.build_centers(32, 2, 0)] == [2]
 
 
-@pytest.mark.parametrize('ratio, rank, experts', [(4, 40, 72), (2, 72, 36),
-                                                  (1, 128, 18),
-                                                  (0.5, 192, 9)])
-def test_expert_ratio(ratio, rank, experts):
-    parax = ParaX(rank=rank, expert_ratio=ratio)
+@pytest.mark.parametrize('ratio, hidden_dim, experts',
+                         [(4, 40, 72), (2, 72, 36), (1, 128, 18),
+                          (0.5, 192, 9)])
+def test_expert_ratio(ratio, hidden_dim, experts):
+    parax = ParaX(hidden_dim=hidden_dim, expert_ratio=ratio)
     center = parax.build_centers(64, 18, stage=2)[0]
     assert center.num_experts == experts
     assert parax.build_adapter(64, center).router[2].out_features == \
@@ -311,8 +312,8 @@ def test_sparse_routing_matches_formula(router_act, top_k):
     import numpy as np
     M = 6
     adapter = ParaXAdapter(
-        12, rank=8, num_experts=M, router_hidden=8, router_act=router_act,
-        top_k=top_k).double()
+        12, hidden_dim=8, num_experts=M, router_hidden=8,
+        router_act=router_act, top_k=top_k).double()
     torch.manual_seed(11)
     with torch.no_grad():
         for p in adapter.router.parameters():

@@ -10,7 +10,7 @@ from mmparax.peft import ExpertCenter, ParaXAdapter
 from mmparax.testing import tiny_convnext_kwargs, tiny_swin_kwargs
 
 DEPTHS = (2, 2, 4, 2)
-BASE = dict(type='ParaX', rank=8, router_hidden=4)
+BASE = dict(type='ParaX', hidden_dim=8, router_hidden=4)
 
 
 def build(**settings):
@@ -30,8 +30,9 @@ def centers(model):
 
 # setting -> value -> what every adapter / center must show
 CASES = {
-    'rank': (12, lambda a: a.rank == 12 and a.proj.in_features == 12,
-             lambda c: c.rank == 12 and c.down.shape[1] == 12),
+    'hidden_dim': (12,
+                   lambda a: a.hidden_dim == 12 and a.proj.in_features == 12,
+                   lambda c: c.hidden_dim == 12 and c.down.shape[1] == 12),
     'kernel_sizes': ((5, 7, 9), lambda a: a.kernel_sizes == (5, 7, 9),
                      lambda c: set(c.kernels) == {'5x5', '7x7', '9x9'}),
     'with_conv': (False, lambda a: not a.with_conv and not hasattr(
@@ -89,6 +90,18 @@ def test_expert_ratio_and_center_scope(ratio, blocks_per_center, experts):
                 assert adapter.num_experts == experts[i][j // size]
 
 
+def test_rank_is_refused_naming_hidden_dim():
+    """ParaX's bottleneck width is ``hidden_dim``; ``rank`` (the name of a
+    low-rank update's rank) is refused with the fix."""
+    settings = dict(BASE)
+    settings['rank'] = settings.pop('hidden_dim')
+    with pytest.raises(TypeError,
+                       match=r'write hidden_dim=8 instead of rank=8'):
+        Swin(peft=settings, **tiny_swin_kwargs(depths=DEPTHS))
+    with pytest.raises(TypeError, match='hidden_dim=4 instead of rank=4'):
+        ParaXAdapter(16, rank=4)
+
+
 def test_sites_setting():
     model = build(sites=['post_mlp'])
     block = model.stages[0].blocks[0]
@@ -102,7 +115,7 @@ def test_trunc_normal_linear_init_of_the_reference_vmamba():
     torch.manual_seed(0)
     model = VMamba(
         arch=dict(dims=64, depths=(2, 2, 2, 2), ssm_ratio=2.0),
-        peft=dict(BASE, rank=32, layer_init='trunc_normal_linear'))
+        peft=dict(BASE, hidden_dim=32, layer_init='trunc_normal_linear'))
     adapter = model.layers[3].blocks[0].adapter1
     assert adapter.proj.weight.std().item() == pytest.approx(0.02, rel=0.15)
     assert torch.all(adapter.proj.bias == 0)

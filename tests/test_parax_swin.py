@@ -7,7 +7,7 @@ from mmparax.testing import switch_off
 TINY = dict(
     embed_dims=16, depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 8),
     window_size=7, drop_path_rate=0.1)
-PARAX = dict(rank=8, router_hidden=4)
+PARAX = dict(hidden_dim=8, router_hidden=4)
 
 
 def test_switched_off_equals_plain_swin():

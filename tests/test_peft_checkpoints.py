@@ -17,7 +17,9 @@ from mmparax.apis.peft_checkpoint import (
     checkpoint_problems,
     load_safetensors,
     peft_checkpoint,
+    recorded_config,
     save_peft_checkpoint,
+    settings_problems,
 )
 from mmparax.testing import (
     check_ok,
@@ -28,6 +30,7 @@ from mmparax.testing import (
     tiny_swin_state_dict,
     write_checkpoint,
 )
+from mmparax.utils.safetensors_file import write_safetensors
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'tests', 'configs',
@@ -173,24 +176,24 @@ def test_a_checkpoint_of_another_model_stops_evaluation(run, tmp_path):
 
 
 @pytest.mark.e2e
-def test_another_rank_stops_evaluation_and_resume(run, tmp_path):
-    rank4 = ['model.backbone.peft.rank=4']
-    proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *rank4)
+def test_another_width_stops_evaluation_and_resume(run, tmp_path):
+    hidden4 = ['model.backbone.peft.hidden_dim=4']
+    proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *hidden4)
     assert proc.returncode != 0
     assert 'shapes differ' in proc.stderr
     assert 'adapter1.proj.weight: checkpoint (8, 8) vs model (4, 4)' \
         in proc.stderr
     small = evaluate(run, run['work_dir'] / 'iter_2_peft.safetensors',
-                     tmp_path / 's', *rank4)
+                     tmp_path / 's', *hidden4)
     assert small.returncode != 0 and 'shapes differ' not in small.stderr
     assert 'other method settings' in small.stderr
-    assert 'peft.rank: file 8 vs config 4' in small.stderr
+    assert 'peft.hidden_dim: file 8 vs config 4' in small.stderr
     assert 'Iter(test)' not in small.stdout
     resumed = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'resume', '--resume',
         run['work_dir'] / 'iter_2.pth', '--trust-checkpoint',
         run['work_dir'],
-        *options(run['data_root'], run['pretrained'], *rank4,
+        *options(run['data_root'], run['pretrained'], *hidden4,
                  'train_cfg.max_iters=4'), cwd=tmp_path)
     assert resumed.returncode != 0
     assert 'does not fit' in resumed.stderr
@@ -267,15 +270,15 @@ def test_peft_files_follow_max_keep_ckpts(run, tmp_path):
 @pytest.mark.e2e
 def test_runner_type_keeps_strict_loading_and_head_init(run, tmp_path):
     runner = ['runner_type=Runner']
-    rank4 = ['model.backbone.peft.rank=4']
+    hidden4 = ['model.backbone.peft.hidden_dim=4']
     proc = evaluate(run, run['work_dir'] / 'iter_2.pth', tmp_path, *runner,
-                    *rank4)
+                    *hidden4)
     assert proc.returncode != 0
     assert 'shapes differ' in proc.stderr and 'Iter(test)' not in proc.stdout
     trained = run_tool(
         'train.py', TINY_CFG, '--work-dir', tmp_path / 'load_from',
         '--trust-checkpoint', run['work_dir'],
-        *options(run['data_root'], run['pretrained'], *runner, *rank4,
+        *options(run['data_root'], run['pretrained'], *runner, *hidden4,
                  f'load_from={run["work_dir"] / "iter_2.pth"}',
                  'head_init=constructor'), cwd=tmp_path)
     assert trained.returncode != 0
@@ -466,6 +469,39 @@ def test_save_peft_checkpoint_writes_safetensors_only(tmp_path):
         json.dumps(written['meta'][PEFT_META]))
     for key, value in written['state_dict'].items():
         assert torch.equal(loaded['state_dict'][key], value), key
+
+
+def test_parax_file_that_records_rank_loads(tmp_path):
+    """A ParaX PEFT file written when the bottleneck width was called
+    ``rank`` (in its settings and its recorded config) is compared with a
+    config, and rebuilds its model, under the name ``hidden_dim``."""
+    import mmparax  # noqa: F401
+    cfg = Config.fromfile(TINY_CFG)
+    init_default_scope('mmseg')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    written = peft_checkpoint(model, cfg=cfg)
+    meta = written['meta']
+    peft = meta[PEFT_META]['peft']
+    peft['rank'] = peft.pop('hidden_dim')
+    meta['cfg'] = meta['cfg'].replace('hidden_dim=', 'rank=')
+    assert 'hidden_dim' not in meta['cfg']
+    path = str(tmp_path / 'old_peft.safetensors')
+    write_safetensors(path, written['state_dict'],
+                      {k: json.dumps(v) for k, v in meta.items()})
+
+    old = load_safetensors(path)
+    assert old['meta'][PEFT_META]['peft']['rank'] == 8
+    assert settings_problems(old, cfg) == []
+    cfg.model.backbone.peft.hidden_dim = 4
+    assert settings_problems(old, cfg) == [
+        '  peft.hidden_dim: file 8 vs config 4']
+    recorded = recorded_config(path)
+    assert 'rank' not in recorded.model.backbone.peft
+    assert recorded.model.backbone.peft.hidden_dim == 8
+    recorded.model.backbone.init_cfg = None
+    rebuilt = MODELS.build(recorded.model)
+    assert checkpoint_problems(rebuilt, old['state_dict'], peft=True) == []
 
 
 @pytest.mark.e2e

@@ -182,7 +182,7 @@ def test_builds_in_both_scopes(method, host, scope):
     assert type(model) is cls and type(model.peft).__name__ == method
     alias = MODELS.build(
         dict(type=f'mmparax.ParaX{cls.__name__}',
-             parax=dict(rank=8, router_hidden=4), **kwargs))
+             parax=dict(hidden_dim=8, router_hidden=4), **kwargs))
     assert isinstance(alias, cls) and isinstance(alias.peft, ParaX)
 
 
@@ -241,7 +241,8 @@ def test_lora_matches_the_formula():
 # -- what a host offers --------------------------------------------------
 def test_a_missing_site_names_method_host_and_offer():
     with pytest.raises(ValueError) as info:
-        build_pair('ConvNeXt', dict(type='ParaX', rank=8, sites=['post_attn']))
+        build_pair('ConvNeXt',
+                   dict(type='ParaX', hidden_dim=8, sites=['post_attn']))
     message = str(info.value)
     assert 'ParaX' in message and 'ConvNeXt' in message
     assert "'post_block'" in message

@@ -23,11 +23,11 @@ from mmparax.utils.reference_converter import (
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = 'model_converters/parax_reference_to_mmparax.py'
-TINY_PARAX = dict(type='ParaX', rank=8, router_hidden=4)
+TINY_PARAX = dict(type='ParaX', hidden_dim=8, router_hidden=4)
 
 
-def build(backbone, kernel_sizes=(3, 5, 7), rank=8):
-    peft = dict(TINY_PARAX, rank=rank, kernel_sizes=kernel_sizes)
+def build(backbone, kernel_sizes=(3, 5, 7), hidden_dim=8):
+    peft = dict(TINY_PARAX, hidden_dim=hidden_dim, kernel_sizes=kernel_sizes)
     if backbone == 'swin':
         return Swin(peft=peft, **tiny_swin_kwargs())
     if backbone == 'convnext':
@@ -92,7 +92,7 @@ def test_function_round_trip(backbone, kernel_sizes, capsys):
     assert_same_outputs(model, converted)
     log = capsys.readouterr().out
     assert 'logit_scale' in log and 'ImageNet classifier' in log
-    single = 'unused Linear(rank, 1)' in log
+    single = 'unused Linear(hidden_dim, 1)' in log
     assert single == (len(kernel_sizes) == 1)
     if single:  # the reference's unused attn.0 is in the file, not in ours
         assert any(k.endswith('.attn.0.weight') for k in ref)
@@ -121,7 +121,7 @@ class TrainingCodeObject:
     """Stands for an object of the training code pickled into a file."""
 
 
-def tiny_segmentor_cfg(rank=8):
+def tiny_segmentor_cfg(hidden_dim=8):
     """Our Swin-B UperNet config with a tiny backbone and heads."""
     from mmengine.config import Config
     cfg = Config.fromfile(
@@ -131,7 +131,7 @@ def tiny_segmentor_cfg(rank=8):
     backbone.pop('init_cfg')
     backbone.update(
         embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
-        peft=dict(TINY_PARAX, rank=rank))
+        peft=dict(TINY_PARAX, hidden_dim=hidden_dim))
     bn = dict(type='BN', requires_grad=True)
     cfg.model.decode_head.update(
         in_channels=[16, 32, 64, 128], channels=16, norm_cfg=bn)
@@ -225,10 +225,10 @@ def test_unknown_keys_raise_naming_them(tmp_path):
 
 def test_other_rank_fails_strict_loading():
     ref = mmparax_to_reference(
-        randomized(build('convnext', rank=8)).state_dict(), 'convnext')
+        randomized(build('convnext', hidden_dim=8)).state_dict(), 'convnext')
     converted = convert_reference_state_dict(ref, logger='silent')
     with pytest.raises(RuntimeError, match=r'expert_centers\.0\.0\.down'):
-        build('convnext', rank=4).load_state_dict(converted, strict=True)
+        build('convnext', hidden_dim=4).load_state_dict(converted, strict=True)
 
 
 def test_nonzero_logit_scale_raises():

@@ -42,7 +42,7 @@ model = dict(backbone=dict(peft={peft}))
 default_hooks = dict(logger=dict(interval=2), checkpoint=dict(save_best=None))
 """
 METHODS = {
-    'ParaX': "dict(type='ParaX', rank=4, kernel_sizes=(3, ), "
+    'ParaX': "dict(type='ParaX', hidden_dim=4, kernel_sizes=(3, ), "
     'router_hidden=4)',
     'LoRA': "dict(_delete_=True, type='LoRA', rank=4, targets=['qkv:qv'])",
     'AdaptFormer': "dict(_delete_=True, type='AdaptFormer', hidden_dim=8, "

@@ -14,7 +14,7 @@ CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                    'configs')
 WIDTHS = [16, 32, 64, 128]
 TINY = {Swin: tiny_swin_kwargs(), ConvNeXt: tiny_convnext_kwargs()}
-TINY_PARAX = dict(rank=8, router_hidden=4)
+TINY_PARAX = dict(hidden_dim=8, router_hidden=4)
 ADE = 'upernet_8xb2-160k_ade20k-512x512.py'
 MASK_RCNN = 'mask-rcnn_fpn_8xb2-1x_coco.py'
 PANOPTIC = 'panoptic-fpn_8xb2-1x_coco-panoptic.py'

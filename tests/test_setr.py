@@ -137,9 +137,9 @@ def test_peft_configs_are_the_full_recipe_with_a_method(name):
         assert peft == dict(type='VPT', num_tokens=10)
         assert cfg.optim_wrapper == full.optim_wrapper
     else:
-        assert peft == dict(type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
-                            router_hidden=16, sites=['post_mlp'],
-                            force_fp16=True)
+        assert peft == dict(type='ParaX', hidden_dim=128,
+                            kernel_sizes=(3, 5, 7), router_hidden=16,
+                            sites=['post_mlp'], force_fp16=True)
         optim = dict(cfg.optim_wrapper)
         assert (optim.pop('type'), optim.pop('loss_scale')) == \
             ('AmpOptimWrapper', 'dynamic')
@@ -224,7 +224,7 @@ def test_model_counts(name):
         for j, layer in enumerate(backbone.layers):  # one per block
             assert not backbone.has_site(layer, 'post_attn'), j
             assert backbone.has_site(layer, 'post_mlp'), j
-        # the spec's closed form (C = 1024, rank 128, router 16, G = 5)
+        # the spec's closed form (C = 1024, hidden_dim 128, router 16, G = 5)
         adapter = 27 * 1024 + 16 * 1025 + 128**2 + 4 * 128 + 7
         closed = sum(m * (adapter + 5 * m * 17) +
                      m * (2 * 128 * 1024 + 83 * 128) for m in GROUPS[name])

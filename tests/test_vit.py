@@ -123,7 +123,8 @@ def load(model, path):
 def test_official_layouts_load_strictly(tmp_path, release, wrapper):
     ckpt = random_checkpoint(layout(*release))
     path = write_checkpoint(tmp_path / 'vit.pth', ckpt, wrapper=wrapper)
-    model = load(build(dict(type='ParaX', rank=8, router_hidden=4)), path)
+    model = load(build(dict(type='ParaX', hidden_dim=8, router_hidden=4)),
+                 path)
     own = dict(model.named_parameters())
     loaded = set()
     for key, value in ckpt.items():
@@ -475,7 +476,7 @@ def test_vit_l_setr_groups():
 
 
 def test_parax_builds_one_center_per_group():
-    model = ViT(peft=dict(type='ParaX', rank=8, router_hidden=4),
+    model = ViT(peft=dict(type='ParaX', hidden_dim=8, router_hidden=4),
                 **tiny_vit_kwargs(out_indices=[0, 3]))
     assert model.block_groups == (1, 3)
     centers = model.expert_centers
@@ -487,13 +488,14 @@ def test_parax_builds_one_center_per_group():
         assert block.adapter2.center_key == (stage, 0)
 
 
-def parax_count(C, groups, rank=128, h=16, adapters=2, kernels=3):
+def parax_count(C, groups, hidden_dim=128, h=16, adapters=2, kernels=3):
     """parax.md section 6: per adapter 27C + h(C+1) + G M (h+1) + r^2 + 4r + 7
     with G = 2 + len(K); per center M (2 r C + 83 r) (K = 3, 5, 7)."""
     G = 2 + kernels
     return sum(
-        M * adapters * (27 * C + h * (C + 1) + G * M * (h + 1) + rank**2 +
-                        4 * rank + 7) + M * (2 * rank * C + 83 * rank)
+        M * adapters * (27 * C + h * (C + 1) + G * M * (h + 1) +
+                        hidden_dim**2 + 4 * hidden_dim + 7) +
+        M * (2 * hidden_dim * C + 83 * hidden_dim)
         for M in groups)
 
 
@@ -502,9 +504,9 @@ def trainable(model):
 
 
 def test_parax_count_matches_the_formula_on_a_tiny_vit():
-    model = ViT(peft=dict(type='ParaX', rank=8, router_hidden=4),
+    model = ViT(peft=dict(type='ParaX', hidden_dim=8, router_hidden=4),
                 **tiny_vit_kwargs(out_indices=[0, 3]))
-    assert trainable(model) == parax_count(32, (1, 3), rank=8, h=4)
+    assert trainable(model) == parax_count(32, (1, 3), hidden_dim=8, h=4)
 
 
 @pytest.mark.parametrize('kwargs, sites, count', [
@@ -609,7 +611,7 @@ CLASS_TOKEN = {
     'AdaptFormer': (dict(hidden_dim=8, dropout=0.), True),
     'RepAdapter': (dict(hidden_dim=8, dropout=0.), True),
     'LoRand': (dict(hidden_dim=8, num_branches=2, branch_rank=2), True),
-    'ParaX': (dict(rank=8, router_hidden=4, sites=['post_mlp']), False),
+    'ParaX': (dict(hidden_dim=8, router_hidden=4, sites=['post_mlp']), False),
     'Mona': (dict(hidden_dim=8, dropout=0.), False),
 }
 

@@ -16,7 +16,7 @@ from mmparax.utils.restricted_load import OpaqueObject, load_weights_file
 TINY = dict(
     arch=dict(dims=16, depths=(1, 1, 2, 1), ssm_ratio=2.0),
     drop_path_rate=0.1)
-PARAX = dict(rank=8, router_hidden=4)
+PARAX = dict(hidden_dim=8, router_hidden=4)
 BASE_DIMS = (128, 256, 512, 1024)
 
 

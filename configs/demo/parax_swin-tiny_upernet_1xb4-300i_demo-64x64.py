@@ -25,7 +25,7 @@ model = dict(
     backbone=dict(
         type='mmparax.Swin',
         peft=dict(
-            type='ParaX', rank=8, kernel_sizes=(3, 5, 7), router_hidden=8),
+            type='ParaX', hidden_dim=8, kernel_sizes=(3, 5, 7), router_hidden=8),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file),
         # mmparax.testing.tiny_swin_kwargs()
         pretrain_img_size=224,

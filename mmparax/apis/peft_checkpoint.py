@@ -88,12 +88,26 @@ def peft_settings(cfg: Config) -> Optional[dict]:
     return None if peft is None else _plain(peft)
 
 
+#: method settings that older PEFT files record under another name
+RENAMED_SETTINGS = {'ParaX': {'rank': 'hidden_dim'}}
+
+
+def current_settings(peft: dict) -> dict:
+    """Method settings ``peft`` (``dict(type=..., ...)``) with today's names:
+    the ``rank`` of a ParaX file written before it was named ``hidden_dim``
+    becomes ``hidden_dim``."""
+    method = str(peft.get('type', '')).rpartition('.')[2]
+    renamed = RENAMED_SETTINGS.get(method, {})
+    return type(peft)((renamed.get(k, k), v) for k, v in peft.items())
+
+
 def settings_problems(checkpoint: dict, cfg: Config) -> List[str]:
     """The method settings a PEFT file recorded that differ from those of
     ``cfg``: one line per key (files without a record: none)."""
     recorded = checkpoint['meta'][PEFT_META].get('peft')
     if recorded is None:
         return []
+    recorded = current_settings(recorded)
     own = peft_settings(cfg) or {}
     missing = object()
     return [
@@ -184,7 +198,13 @@ def recorded_config(path: str) -> Config:
         raise ValueError(
             f'{path} records no config (only PEFT files written by mmparax '
             '0.1 and later do): give the config, tools/test.py CONFIG FILE')
-    return Config.fromstring(meta['cfg'], '.py')
+    cfg = Config.fromstring(meta['cfg'], '.py')
+    # an older file's settings under today's names
+    backbone = cfg.get('model', {}).get('backbone', {})
+    for owner in (cfg, backbone):
+        if isinstance(owner.get('peft'), dict):
+            owner['peft'] = current_settings(owner['peft'])
+    return cfg
 
 
 def load_full_checkpoint(model: nn.Module, filename: str, config: str,

@@ -1,7 +1,7 @@
 """What every PEFT method shares.
 
 A method is a registered :class:`PEFTMethod` built from a config dict
-(``peft=dict(type='ParaX', rank=128)``). A host backbone
+(``peft=dict(type='ParaX', hidden_dim=128)``). A host backbone
 (:class:`mmparax.models.PEFTHostMixin`) hands itself to :meth:`attach`; the
 method puts its :class:`PEFTModule` instances where the host says it may:
 
@@ -623,7 +623,7 @@ def build_peft_method(cfg) -> Optional[PEFTMethod]:
         return cfg
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError('peft must be a dict with a type, e.g. '
-                        f"dict(type='ParaX', rank=128), got {cfg!r}")
+                        f"dict(type='ParaX', hidden_dim=128), got {cfg!r}")
     cfg = dict(cfg)
     name = cfg.pop('type')
     train_output_norms = cfg.pop('train_output_norms', None)

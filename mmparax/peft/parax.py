@@ -95,7 +95,7 @@ class AdapterSettings:
     """The settings of a :class:`ParaXAdapter`, checked when built.
 
     Args:
-        rank (int): Bottleneck width. Default: 128.
+        hidden_dim (int): Bottleneck width. Default: 128.
         kernel_sizes (Sequence[int]): Kernel sizes of the routed depthwise
             cascade; ``()`` with ``with_conv=True`` keeps only the static
             3x3 convs (no spatial experts, cascade or SA: the paper's
@@ -106,8 +106,8 @@ class AdapterSettings:
         scale_attention (bool): Mix the cascade outputs with the per-token
             scale attention (SA); otherwise average them. With one kernel
             size there is no SA (the reference still builds and counts an
-            unused Linear(rank, 1): rank + 1 parameters per adapter more
-            than ours). Default: True.
+            unused Linear(hidden_dim, 1): hidden_dim + 1 parameters per
+            adapter more than ours). Default: True.
         layout (str): ``'cascade'`` (each conv sees a learned blend of the
             cascade input and the previous output), ``'sequential'`` (each
             conv sees the previous output) or ``'parallel'`` (each conv sees
@@ -146,7 +146,7 @@ class AdapterSettings:
             Outputs and gradients are unchanged. Default: False.
     """
 
-    rank: int = 128
+    hidden_dim: int = 128
     kernel_sizes: Sequence[int] = (3, 5, 7)
     with_conv: bool = True
     scale_attention: bool = True
@@ -163,7 +163,7 @@ class AdapterSettings:
     def __post_init__(self):
         for name in ('with_conv', 'scale_attention', 'force_fp16', 'with_cp'):
             check_bool('ParaX', name, getattr(self, name))
-        check_positive_int('ParaX', 'rank', self.rank)
+        check_positive_int('ParaX', 'hidden_dim', self.hidden_dim)
         check_positive_int('ParaX', 'router_hidden', self.router_hidden)
         check_choice('ParaX', 'layout', self.layout, LAYOUTS)
         check_choice('ParaX', 'router_act', self.router_act, ROUTER_ACTS)
@@ -182,6 +182,12 @@ class AdapterSettings:
     def from_kwargs(cls, owner: str, kwargs: dict) -> 'AdapterSettings':
         """Build from keyword arguments, naming any unknown one."""
         names = [f.name for f in dataclasses.fields(cls)]
+        if 'rank' in kwargs:
+            raise TypeError(
+                f'{owner}: the bottleneck width is called hidden_dim (rank '
+                'names the rank of a low-rank weight update, as in LoRA); '
+                f'write hidden_dim={kwargs["rank"]!r} instead of '
+                f'rank={kwargs["rank"]!r}')
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
             raise TypeError(f'{owner} got unknown arguments {unknown}; the '
@@ -194,39 +200,41 @@ class ExpertCenter(PEFTModule):
 
     Args:
         dim (int): Channels C of the stage.
-        rank (int): Bottleneck width.
+        hidden_dim (int): Bottleneck width.
         num_experts (int): Number of expert slots M.
         kernel_sizes (Sequence[int]): Kernel sizes of the depthwise expert
             banks; empty when the conv branch is off.
         init (str): Init of every slot: ``'trunc_normal'`` (std 0.02),
             ``'kaiming_normal'`` or ``'kaiming_uniform'`` (a=sqrt(5)).
 
-    Parameters: ``down`` [M, rank, C] and ``up`` [M, C, rank] (stored like
-    ``nn.Linear`` weights, out x in) and ``kernels['kxk']`` [M, rank, 1, k, k].
+    Parameters: ``down`` [M, hidden_dim, C] and ``up`` [M, C, hidden_dim]
+    (stored like ``nn.Linear`` weights, out x in) and ``kernels['kxk']``
+    [M, hidden_dim, 1, k, k].
     """
 
     peft_component = 'expert_centers'
 
     def __init__(self,
                  dim: int,
-                 rank: int,
+                 hidden_dim: int,
                  num_experts: int,
                  kernel_sizes: Sequence[int] = (3, 5, 7),
                  init: str = 'trunc_normal'):
         super().__init__()
         check_positive_int('ParaX', 'dim', dim)
-        check_positive_int('ParaX', 'rank', rank)
+        check_positive_int('ParaX', 'hidden_dim', hidden_dim)
         check_positive_int('ParaX', 'num_experts', num_experts)
         check_choice('ParaX', 'expert_init', init, EXPERT_INITS)
         self.dim = dim
-        self.rank = rank
+        self.hidden_dim = hidden_dim
         self.num_experts = num_experts
         self.kernel_sizes = check_kernel_sizes(kernel_sizes)
         self.init = init
-        self.down = nn.Parameter(torch.empty(num_experts, rank, dim))
-        self.up = nn.Parameter(torch.empty(num_experts, dim, rank))
+        self.down = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
+        self.up = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
         self.kernels = nn.ParameterDict({
-            f'{k}x{k}': nn.Parameter(torch.empty(num_experts, rank, 1, k, k))
+            f'{k}x{k}': nn.Parameter(
+                torch.empty(num_experts, hidden_dim, 1, k, k))
             for k in self.kernel_sizes
         })
         self.reset_parameters()
@@ -254,8 +262,9 @@ class ExpertCenter(PEFTModule):
                 the group order (down, up, kernel_sizes...).
 
         Returns:
-            tuple: ``down`` [B, rank, C], ``up`` [B, C, rank] and a list of
-            kernels [B, rank, 1, k, k], one per kernel size.
+            tuple: ``down`` [B, hidden_dim, C], ``up`` [B, C, hidden_dim]
+            and a list of kernels [B, hidden_dim, 1, k, k], one per kernel
+            size.
         """
         down = self._mix(gates[:, 0], self.down)
         up = self._mix(gates[:, 1], self.up)
@@ -266,7 +275,7 @@ class ExpertCenter(PEFTModule):
         return down, up, kernels
 
     def extra_repr(self):
-        return (f'dim={self.dim}, rank={self.rank}, '
+        return (f'dim={self.dim}, hidden_dim={self.hidden_dim}, '
                 f'num_experts={self.num_experts}, '
                 f'kernel_sizes={self.kernel_sizes}, init={self.init!r}')
 
@@ -277,7 +286,7 @@ class ParaXAdapter(PEFTModule):
     Args:
         dim (int): Channels C of the residual stream.
         num_experts (int): Experts M of the center it routes into.
-        **settings: The :class:`AdapterSettings` (``rank``,
+        **settings: The :class:`AdapterSettings` (``hidden_dim``,
             ``kernel_sizes``, ``with_conv``, ``scale_attention``,
             ``layout``, ``router_hidden``, ``router_act``, ``top_k``,
             ``layer_scale``, ``res_scale``, ``layer_init``, ``force_fp16``,
@@ -295,7 +304,7 @@ class ParaXAdapter(PEFTModule):
                 'experts of this center; use top_k <= num_experts or None '
                 'for dense routing')
         self.dim = dim
-        self.rank = s.rank
+        self.hidden_dim = s.hidden_dim
         self.num_experts = num_experts
         self.with_conv = s.with_conv
         self.kernel_sizes = s.kernel_sizes
@@ -307,7 +316,7 @@ class ParaXAdapter(PEFTModule):
         self.with_cp = s.with_cp
         self.num_groups = 2 + len(self.kernel_sizes)
         num_kernels = len(self.kernel_sizes)
-        rank = s.rank
+        hidden_dim = s.hidden_dim
 
         self.norm = nn.LayerNorm(dim)
         self.norm_gamma = nn.Parameter(torch.full((dim, ), 1e-5))
@@ -317,14 +326,14 @@ class ParaXAdapter(PEFTModule):
         self.router = nn.Sequential(
             nn.Linear(dim, s.router_hidden), nn.GELU(),
             nn.Linear(s.router_hidden, self.num_groups * num_experts))
-        self.scale_attn = nn.Linear(rank, num_kernels) \
+        self.scale_attn = nn.Linear(hidden_dim, num_kernels) \
             if s.scale_attention and num_kernels > 1 else None
         if s.layout == 'cascade' and num_kernels > 1:
             self.cascade_scale = nn.Parameter(
                 torch.ones(2 * (num_kernels - 1)))
         else:
             self.cascade_scale = None
-        self.proj = nn.Linear(rank, rank)
+        self.proj = nn.Linear(hidden_dim, hidden_dim)
         self.layer_scale_init = s.layer_scale
         self.res_scale_init = s.res_scale
         if s.layer_scale is not None:
@@ -414,7 +423,7 @@ class ParaXAdapter(PEFTModule):
             x = x.half()
 
         down, up, kernels = center.mix(self.route(x.mean(dim=1)))
-        # The routed bottleneck runs channels first ([B, rank, L]), the
+        # The routed bottleneck runs channels first ([B, hidden_dim, L]), the
         # layout of the per-sample depthwise cascade.
         x = torch.bmm(down, x.transpose(1, 2))
         # Without a conv branch the reference adds the projection to itself.
@@ -425,7 +434,7 @@ class ParaXAdapter(PEFTModule):
                      half(self.proj.bias)[:, None])
         else:  # x + proj(x) as one matmul
             weight = self.proj.weight + torch.eye(
-                self.rank, dtype=x.dtype, device=x.device)
+                self.hidden_dim, dtype=x.dtype, device=x.device)
             x = torch.baddbmm(self.proj.bias[:, None],
                               weight.expand(B, -1, -1), x)
         x = torch.bmm(up, F.gelu(x)).transpose(1, 2).contiguous()
@@ -482,13 +491,13 @@ class ParaXAdapter(PEFTModule):
         """Routed depthwise cascade and scale attention.
 
         Args:
-            x0 (Tensor): [B, rank, H*W] cascade input, channels first.
-            kernels (list[Tensor]): [B, rank, 1, k, k] per kernel size.
+            x0 (Tensor): [B, hidden_dim, H*W] cascade input, channels first.
+            kernels (list[Tensor]): [B, hidden_dim, 1, k, k] per kernel size.
             cast (callable, optional): Applied to the cascade scales and the
                 scale attention bias (float16 under ``force_fp16``).
 
         Returns:
-            Tensor: [B, rank, H*W], the mixture plus ``x0``.
+            Tensor: [B, hidden_dim, H*W], the mixture plus ``x0``.
         """
         B, R, L = x0.shape
         grid = x0.view(B, R, *hw_shape)
@@ -547,7 +556,7 @@ class ParaXAdapter(PEFTModule):
                              layer[0]).addcmul_(shortcut, res[0])
 
     def extra_repr(self):
-        return (f'dim={self.dim}, rank={self.rank}, '
+        return (f'dim={self.dim}, hidden_dim={self.hidden_dim}, '
                 f'num_experts={self.num_experts}, '
                 f'kernel_sizes={self.kernel_sizes}, layout={self.layout!r}, '
                 f'router_act={self.router_act!r}, top_k={self.top_k}' +
@@ -587,7 +596,7 @@ class ParaX(PEFTMethod):
             every expert).
         sites (Sequence[str], optional): Block sites; None: after every
             residual add of the host.
-        **settings: The adapters' :class:`AdapterSettings` (``rank``,
+        **settings: The adapters' :class:`AdapterSettings` (``hidden_dim``,
             ``kernel_sizes``, ``with_conv``, ...). ``force_fp16`` is a no-op
             off CUDA, logged once per model at its first forward.
     """
@@ -630,8 +639,8 @@ class ParaX(PEFTMethod):
         self.expert_init = expert_init
 
     @property
-    def rank(self) -> int:
-        return self.settings.rank
+    def hidden_dim(self) -> int:
+        return self.settings.hidden_dim
 
     @property
     def kernel_sizes(self) -> Tuple[int, ...]:
@@ -667,7 +676,7 @@ class ParaX(PEFTMethod):
                     f'{stage} (a center shared by {blocks} blocks); lower '
                     'top_k or raise expert_ratio / num_experts')
             centers.append(
-                ExpertCenter(dim, self.rank, m, self.kernel_sizes,
+                ExpertCenter(dim, self.hidden_dim, m, self.kernel_sizes,
                              self.expert_init))
         return centers
 

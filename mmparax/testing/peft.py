@@ -25,7 +25,7 @@ HOSTS = {
 # Small widths of the methods whose defaults are too wide for the tiny hosts
 # (no dropout: checks that run two models one after the other compare them).
 SMALL = {
-    'ParaX': dict(rank=8, router_hidden=4),
+    'ParaX': dict(hidden_dim=8, router_hidden=4),
     'LoRA': dict(rank=4, alpha=8),
     'VPT': dict(num_tokens=3),
     'AdaptFormer': dict(hidden_dim=8, dropout=0.),

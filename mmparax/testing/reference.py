@@ -18,7 +18,7 @@ reference's files. It is written independently of the converter::
     VMamba   outnorm<i>.*                  outnorm<i>.*  (everything else too)
 
 Single-kernel adapters get the reference's unused ``attn.0`` (a
-``Linear(rank, 1)``) and its empty ``conv_res_scale``.
+``Linear(hidden_dim, 1)``) and its empty ``conv_res_scale``.
 """
 import re
 from collections import OrderedDict
@@ -147,7 +147,7 @@ def mmparax_to_reference(state_dict: Dict[str, torch.Tensor],
 
     for (i, j, name), parts in adapters.items():
         prefix = _adapter_prefix(backbone, i, j, name)
-        rank = parts['proj.weight'].shape[0]
+        hidden_dim = parts['proj.weight'].shape[0]
         banks = kernel_banks.get(i, 0)
         for part, value in parts.items():
             module, _, rest = part.partition('.')
@@ -156,7 +156,7 @@ def mmparax_to_reference(state_dict: Dict[str, torch.Tensor],
         if banks == 1:
             # the reference's unused scale attention and empty cascade scale
             out[prefix + 'attn.0.weight'] = torch.randn(
-                1, rank, generator=gen) * 0.02
+                1, hidden_dim, generator=gen) * 0.02
             out[prefix + 'attn.0.bias'] = torch.zeros(1)
             out[prefix + 'conv_res_scale'] = torch.ones(0)
         elif banks > 1 and 'scale_attn.weight' not in parts:

@@ -193,8 +193,9 @@ class _Conversion:
 
 _DROP_LOGIT_SCALE = ('logit_scale (zero routing temperature buffers of the '
                      'reference adapters)')
-_DROP_SINGLE_ATTN = ('attn.0 (the unused Linear(rank, 1) scale attention '
-                     'the reference builds in single-kernel adapters)')
+_DROP_SINGLE_ATTN = ('attn.0 (the unused Linear(hidden_dim, 1) scale '
+                     'attention the reference builds in single-kernel '
+                     'adapters)')
 _DROP_EMPTY_CASCADE = ('conv_res_scale (empty [0] tensors of single-kernel '
                        'adapters)')
 _DROP_CLASSIFIER = 'the ImageNet classifier (head.*, norm.*, classifier.*)'

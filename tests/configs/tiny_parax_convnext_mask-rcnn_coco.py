@@ -13,7 +13,7 @@ img_scale = (128, 128)
 
 model = dict(
     backbone=dict(
-        peft=dict(rank=8, router_hidden=4),
+        peft=dict(hidden_dim=8, router_hidden=4),
         init_cfg=dict(type='Pretrained', checkpoint=None),
         # mmparax.testing.tiny_convnext_kwargs()
         arch=dict(

@@ -11,7 +11,7 @@ img_scale = (64, 64)
 
 model = dict(
     backbone=dict(
-        peft=dict(rank=8, kernel_sizes=(3, ), router_hidden=4),
+        peft=dict(hidden_dim=8, kernel_sizes=(3, ), router_hidden=4),
         init_cfg=dict(type='Pretrained', checkpoint=None),
         # mmparax.testing.tiny_swin_kwargs()
         embed_dims=16,

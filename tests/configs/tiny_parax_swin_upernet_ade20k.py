@@ -14,7 +14,7 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='mmparax.Swin',
-        peft=dict(type='ParaX', rank=8, kernel_sizes=(3, ), router_hidden=4),
+        peft=dict(type='ParaX', hidden_dim=8, kernel_sizes=(3, ), router_hidden=4),
         init_cfg=dict(type='Pretrained', checkpoint=None),
         embed_dims=16,
         depths=[2, 2, 2, 2],

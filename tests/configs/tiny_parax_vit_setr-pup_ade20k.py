@@ -23,7 +23,7 @@ model = dict(
         img_size=64,
         out_indices=(1, 2, 4, 5),
         block_groups=[2, 1, 2, 1],
-        peft=dict(rank=8, router_hidden=4)),
+        peft=dict(hidden_dim=8, router_hidden=4)),
     decode_head=dict(in_channels=width, channels=16),
     auxiliary_head=[
         dict(

@@ -36,7 +36,7 @@ def parse_args():
         '--depths', type=int, nargs='+', default=[2, 2, 18, 2])
     parser.add_argument('--crop', type=int, default=512)
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--rank', type=int, default=128)
+    parser.add_argument('--hidden-dim', type=int, default=128)
     parser.add_argument('--router-hidden', type=int, default=16)
     parser.add_argument(
         '--no-conv', action='store_true', help='conv branch off (ParaX‡)')
@@ -91,7 +91,7 @@ def sync(device):
 
 def bench_stage(args, stage, dim, depth, grid, device):
     parax = ParaX(
-        rank=args.rank,
+        hidden_dim=args.hidden_dim,
         router_hidden=args.router_hidden,
         with_conv=not args.no_conv,
         force_fp16=args.force_fp16,
@@ -143,7 +143,7 @@ def bench_stage(args, stage, dim, depth, grid, device):
         shape=[args.batch, grid * grid, dim],
         grid=[grid, grid],
         num_experts=depth,
-        rank=args.rank,
+        hidden_dim=args.hidden_dim,
         device=str(device),
         dtype=args.dtype,
         force_fp16=args.force_fp16 and device.type == 'cuda',

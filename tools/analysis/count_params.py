@@ -49,7 +49,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, e.g. '
-        'model.backbone.peft.rank=64')
+        'model.backbone.peft.hidden_dim=64')
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
 _base_ = '../../_base_/peft_runtime_init-cfg.py'
 peft = dict(
-    type='ParaX', rank=128, kernel_sizes=(3, 5, 7),
+    type='ParaX', hidden_dim=128, kernel_sizes=(3, 5, 7),
     router_hidden=16, layer_init='trunc_normal_linear',
     # no reference VMamba recipe sets it (its default)
     force_fp16=False)

@@ -3,5 +3,5 @@ _base_ = '../parax_swin-b_mask-rcnn_fpn_8xb2-1x_coco.py'
 # bottleneck width 72. Everything else is the ParaX Swin-B Mask R-CNN recipe.
 # 5,120,528 trainable backbone parameters (paper: 5.4M). The knob alone does
 # not reach the paper's figure (see README.md).
-peft = dict(expert_ratio=2, rank=72)
+peft = dict(expert_ratio=2, hidden_dim=72)
 model = dict(backbone=dict(peft=peft))

@@ -95,7 +95,7 @@ class Swin(PEFTHostMixin, SwinTransformer):
 
     Args:
         peft (dict, optional): The PEFT method, e.g.
-            ``dict(type='ParaX', rank=128)``. Default: None.
+            ``dict(type='ParaX', hidden_dim=128)``. Default: None.
         with_cp (bool): Non-reentrant activation checkpointing per block
             (with its method modules). Default: False.
         **kwargs: Arguments of ``mmseg.models.backbones.SwinTransformer``.

@@ -137,7 +137,7 @@ class ViT(PEFTHostMixin, VisionTransformer):
 
     Args:
         peft (dict, optional): The PEFT method, e.g.
-            ``dict(type='ParaX', rank=128)``. Default: None (full
+            ``dict(type='ParaX', hidden_dim=128)``. Default: None (full
             fine-tuning).
         out_indices (int | Sequence[int]): Blocks whose outputs are
             returned. Default: -1.
