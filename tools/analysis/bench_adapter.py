@@ -56,7 +56,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PATHS = ('default', 'force_fp16', 'with_cp')
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--embed-dims', type=int, default=128)
     parser.add_argument(
@@ -99,7 +99,7 @@ def parse_args():
         'mmparax/peft/parax.py and mmparax/ops/depthwise_conv.py) on the '
         'same weights and inputs, interleaved step by step, and report its '
         'saved memory and base_total_s / time_ratio')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 class SavedTensorMeter:
@@ -200,7 +200,7 @@ def saved_mb(forward, fp16=False):
     meter = SavedTensorMeter()
     with fp16_on_cpu(fp16), meter.hooks():
         forward()
-    return round(meter.mb, 1)
+    return round(meter.mb, 2)
 
 
 def bench_stage(args, stage, dim, depth, grid, device, baseline=None):
@@ -293,10 +293,9 @@ def bench_stage(args, stage, dim, depth, grid, device, baseline=None):
 
 def summary(args, results):
     """Saved memory summed over the stages, weighted by their depths."""
-    keys = [k for k in results[0] if k.endswith('saved_mb') or (
-        k.startswith(('saved_', 'base_saved_')) and k.endswith('_mb'))]
+    keys = [k for k in results[0] if 'saved' in k]
     total = {
-        k: round(sum(d * r[k] for d, r in zip(args.depths, results)), 1)
+        k: round(sum(d * r[k] for d, r in zip(args.depths, results)), 2)
         for k in keys
     }
     out = dict(summary='saved MB weighted by stage depth', **total)
@@ -304,13 +303,17 @@ def summary(args, results):
         ref = total['ref_saved_fp16_mb' if path == 'force_fp16' else
                     'ref_saved_mb']
         out[f'{path}_over_ref'] = round(total[f'saved_{path}_mb'] / ref, 3)
-    if 'time_ratio' in results[0]:
-        out['time_ratio'] = [r['time_ratio'] for r in results]
+    if 'time_ratio' in results[0]:  # of the depth-weighted totals
+        out['time_ratio'] = round(
+            sum(d * r['total_s'] for d, r in zip(args.depths, results)) /
+            sum(d * r['base_total_s'] for d, r in zip(args.depths, results)),
+            3)
     return out
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    """Print and return the per-stage results and the summary."""
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -323,7 +326,9 @@ def main():
         results.append(bench_stage(args, i, dim, depth, grid, device,
                                    baseline))
         print(json.dumps(results[-1]), flush=True)
-    print(json.dumps(summary(args, results)), flush=True)
+    results.append(summary(args, results))
+    print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 if __name__ == '__main__':
