@@ -27,6 +27,12 @@ def _lean(t: torch.Tensor) -> bool:
     return not torch.is_autocast_enabled(t.device.type)
 
 
+def _producer(t, cls):
+    """The autograd node of function ``cls`` that made ``t``, or None."""
+    node = t.grad_fn
+    return node if getattr(node, '_forward_cls', None) is cls else None
+
+
 def _grid(t, hw_shape):
     """Tokens [B, L, C] as a channels-last [B, C, H, W] view."""
     B, L, C = t.shape
@@ -146,24 +152,22 @@ class _Down(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, down):
-        from_stem = getattr(x.grad_fn, '_forward_cls', None) is _Stem
-        if from_stem and ctx.needs_input_grad[1]:
-            ctx.stem = x.grad_fn
+        ctx.stem = _producer(x, _Stem) if ctx.needs_input_grad[1] else None
+        if ctx.stem is not None:
             ctx.save_for_backward(down)
         else:
-            ctx.stem = None
             ctx.save_for_backward(down, x)
         return torch.bmm(down, x.transpose(1, 2))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        down = ctx.saved_tensors[0]
+        down, *x = ctx.saved_tensors
         grad_x = grad_down = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(grad_out.transpose(1, 2), down)
         if ctx.needs_input_grad[1]:
-            x = ctx.saved_tensors[1] if ctx.stem is None \
+            x = x[0] if ctx.stem is None \
                 else _Stem.recompute(ctx.stem)[1].detach()
             grad_down = torch.bmm(grad_out, x)
         return grad_x, grad_down
@@ -298,21 +302,39 @@ def _gelu_up(x, up):
 
 
 class _GeluUp(torch.autograd.Function):
-    """GELU and per-sample up projection; keeps the GELU input only."""
+    """GELU and per-sample up projection; keeps the GELU input only (its
+    output is recomputed for :class:`_OutBlock`)."""
 
     @staticmethod
     def forward(ctx, x, up):
         ctx.save_for_backward(x, up)
+        ctx.cache = None
         return _gelu_up(x, up)
+
+    @staticmethod
+    def recompute(ctx):
+        """``(x, up, GELU(x), output)`` again, computed once (the saved
+        tensors are read once: checkpointing allows no more)."""
+        if ctx.cache is None:
+            x, up = ctx.saved_tensors
+            act = F.gelu(x)
+            ctx.cache = (x, up, act,
+                         torch.bmm(act.transpose(1, 2), up.transpose(1, 2)))
+        return ctx.cache
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        x, up = ctx.saved_tensors
+        if ctx.cache is None:
+            x, up = ctx.saved_tensors
+            act = F.gelu(x)
+        else:
+            x, up, act, _ = ctx.cache
+            ctx.cache = None
         grad_x = grad_up = None
         if ctx.needs_input_grad[1]:
             grad_up = torch.bmm(grad_out.transpose(1, 2),
-                                F.gelu(x).transpose(1, 2))
+                                act.transpose(1, 2))
         if ctx.needs_input_grad[0]:
             grad_x = aten.gelu_backward(
                 torch.bmm(grad_out, up).transpose(1, 2), x)
@@ -359,13 +381,19 @@ def _pairs(ls, lb, rs, rb):
 
 class _OutBlock(torch.autograd.Function):
     """dwconv2 with its residual and the output / residual scales; keeps
-    the conv input, not its output (the layer-scale gradient is read off
-    the conv's transposed gradient)."""
+    neither the conv output (the layer-scale gradient is read off the conv's
+    transposed gradient) nor, after :class:`_GeluUp`, its input (recomputed
+    from the GELU input)."""
 
     @staticmethod
     def forward(ctx, x, shortcut, conv_weight, conv_bias, ls, lb, rs, rb,
                 hw_shape, fold):
-        ctx.save_for_backward(x, shortcut, conv_weight, conv_bias, ls, rs)
+        needs = ctx.needs_input_grad
+        keep_x = needs[2] or needs[4]  # for the conv weight / layer scale
+        ctx.source = _producer(x, _GeluUp) if keep_x else None
+        ctx.save_for_backward(
+            x if keep_x and ctx.source is None else None,
+            shortcut if needs[6] else None, conv_weight, conv_bias, ls, rs)
         ctx.hw_shape, ctx.fold = hw_shape, fold
         return _out_block(x, shortcut, conv_weight, conv_bias,
                           *_pairs(ls, lb, rs, rb), hw_shape, fold)
@@ -374,6 +402,8 @@ class _OutBlock(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, shortcut, conv_weight, conv_bias, ls, rs = ctx.saved_tensors
+        if ctx.source is not None:
+            x = _GeluUp.recompute(ctx.source)[3]
         needs = ctx.needs_input_grad
         grad_sum = grad.sum((0, 1))
         grad_w = grad_cb = grad_ls = grad_rs = None
@@ -382,8 +412,10 @@ class _OutBlock(torch.autograd.Function):
         else:
             weight = _with_identity(conv_weight) if ctx.fold else conv_weight
             grid_grad = _grid(grad, ctx.hw_shape)
+            # without a weight gradient only the input's shape is read
+            grid = grid_grad if x is None else _grid(x, ctx.hw_shape)
             grad_grid, grad_w, _ = aten.convolution_backward(
-                grid_grad, _grid(x, ctx.hw_shape), weight, None, [1, 1],
+                grid_grad, grid, weight, None, [1, 1],
                 [1, 1], [1, 1], False, [0, 0], weight.shape[0],
                 [True, needs[2], False])
             grad_x_unit = _tokens(grad_grid)
