@@ -3,9 +3,10 @@
 Each function keeps the outputs of the adapter's matmuls and convolutions
 that its backward pass needs and recomputes the cheap elementwise work from
 them (LayerNorm output, the cascade blends, the scale-attention logits and
-mixture, the GELU, the residual sums); the stem's LayerNorm and 3x3 conv are
-recomputed once, from the adapter input. Tokens are [B, L, C] (a
-channels-last [B, C, H, W] map), the bottleneck [B, R, L].
+mixture, the GELU, the residual sums). Two outputs are recomputed once for
+the function that reads them: the stem's (LayerNorm and 3x3 conv, from the
+adapter input) and the up projection's (from the GELU input). Tokens are
+[B, L, C] (a channels-last [B, C, H, W] map), the bottleneck [B, R, L].
 
 ``fold``: the float32 / float64 order of operations (identities folded into
 the conv and projection weights, LayerNorm gamma into its affine
