@@ -99,6 +99,33 @@ class SavedBytes:
         return sum(self.storages.values())
 
 
+@pytest.mark.parametrize('fp16', [False, True])
+def test_saves_at_most_half_of_the_reference(fp16, monkeypatch):
+    """The default path and force_fp16's float16 path keep at most half
+    of the bytes their literal references keep for backward (the experts
+    and the input included); the float16 path whatever autocast surrounds
+    it."""
+    import mmparax.peft.parax as parax_module
+    from mmparax.testing.parax_reference import reference_forward_fp16
+    monkeypatch.setenv(parax_module.FP16_ON_CPU_ENV, '1')
+    parax = ParaX(hidden_dim=32, router_hidden=4, force_fp16=fp16)
+    center = parax.build_centers(32, 2, stage=0)[0]
+    adapter = parax.build_adapter(32, center)
+    x = torch.randn(2, 1024, 32)
+    reference = reference_forward_fp16 if fp16 else reference_forward
+    with SavedBytes() as ref:
+        reference(adapter, center, x, (32, 32))
+    with SavedBytes() as ours:
+        adapter(x, (32, 32), center)
+    assert ours.total <= 0.5 * ref.total
+    if fp16:
+        with SavedBytes() as autocast, torch.autocast(
+                'cpu', dtype=torch.bfloat16):
+            out = adapter(x, (32, 32), center)
+        assert autocast.total == ours.total
+        assert out.dtype == torch.float32
+
+
 def test_with_cp_same_outputs_and_gradients_less_memory():
     adapter, center = build()
     perturb(adapter, center)

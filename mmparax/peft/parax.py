@@ -21,11 +21,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 
 from mmparax.ops import dynamic_depthwise_conv
+from mmparax.ops import parax_adapter as parax_ops
 from mmparax.registry import PEFT_METHODS
 from .base import (
     PEFTMethod,
@@ -396,52 +396,53 @@ class ParaXAdapter(PEFTModule):
 
     def _dispatch(self, x, hw_shape, center):
         if self.force_fp16 and fp16_adapter_device(x.device):
-            dtype = x.dtype
-            with torch.autocast(x.device.type, dtype=torch.float16):
+            # explicit float16 casts, whatever autocast surrounds it
+            with torch.autocast(x.device.type, enabled=False):
                 out = self._forward(x.half(), hw_shape, center, fp16=True)
-            return out.to(dtype)
+            return out.to(x.dtype)
         return self._forward(x, hw_shape, center)
 
     def _forward(self, x, hw_shape, center, fp16=False):
-        """The adapter; ``fp16``: the float16 path of ``force_fp16`` (called
-        under a float16 autocast with a float16 ``x``)."""
-        B, L, C = x.shape
-        shortcut = x
-        half = (lambda t: t.half()) if fp16 else None
-        if fp16:  # LN(x) * gamma + x, gamma in float16 as the reference's
-            x = F.layer_norm(x, (C, ), self.norm.weight, self.norm.bias,
-                             self.norm.eps) * half(self.norm_gamma) + x
-        else:  # the same, gamma folded into the affine LN parameters
-            gamma = self.norm_gamma
-            x = F.layer_norm(x, (C, ), self.norm.weight * gamma,
-                             self.norm.bias * gamma, self.norm.eps) + x
-        # Tokens [B, L, C] are a channels-last [B, C, H, W] map: the static
-        # depthwise convs run on them without layout copies.
-        if self.with_conv:
-            x = self._residual_dwconv(self.dwconv1, x, hw_shape, fp16)
-        if fp16:  # the routed part starts from float16 features
-            x = x.half()
+        """The adapter; ``fp16``: the float16 path of ``force_fp16`` (a
+        float16 ``x``; scales, biases, experts and the routing in float16,
+        the LayerNorm and the scale-attention softmax in float32, the sums
+        apart from the weights, as the reference's).
 
-        down, up, kernels = center.mix(self.route(x.mean(dim=1)))
+        Its steps (:mod:`mmparax.ops.parax_adapter`) keep the outputs of the
+        matmuls and convolutions and recompute the elementwise work in the
+        backward pass.
+        """
+        fold, shortcut = not fp16, x
+
+        def cast(t):
+            return t.half() if fp16 and t is not None else t
+
+        conv1 = (cast(self.dwconv1.weight), cast(self.dwconv1.bias)) \
+            if self.with_conv else (None, None)
+        feats = parax_ops.stem(x, self.norm.weight, self.norm.bias,
+                               cast(self.norm_gamma), *conv1, hw_shape,
+                               self.norm.eps, fold)
+        with torch.autocast(x.device.type, dtype=torch.float16,
+                            enabled=fp16):
+            down, up, kernels = center.mix(self.route(feats.mean(dim=1)))
         # The routed bottleneck runs channels first ([B, hidden_dim, L]), the
         # layout of the per-sample depthwise cascade.
-        x = torch.bmm(down, x.transpose(1, 2))
-        # Without a conv branch the reference adds the projection to itself.
-        x = self._spatial_mix(x, kernels, hw_shape, half) if kernels \
-            else x + x
-        if fp16:  # proj in float16 (bias included), as an autocast Linear
-            x = x + (torch.matmul(self.proj.weight, x) +
-                     half(self.proj.bias)[:, None])
-        else:  # x + proj(x) as one matmul
-            weight = self.proj.weight + torch.eye(
-                self.hidden_dim, dtype=x.dtype, device=x.device)
-            x = torch.baddbmm(self.proj.bias[:, None],
-                              weight.expand(B, -1, -1), x)
-        x = torch.bmm(up, F.gelu(x)).transpose(1, 2).contiguous()
-        if self.with_conv:  # x: [B, L, C]
-            x = self._residual_dwconv(self.dwconv2, x, hw_shape, fp16)
-
-        return self._residual_out(x, shortcut, half)
+        x0 = parax_ops.down_project(feats, cast(down))
+        outs = self._cascade(x0, kernels, hw_shape, cast)
+        sa = self.scale_attn
+        x = parax_ops.mix_project(
+            x0, outs, None if sa is None else cast(sa.weight),
+            None if sa is None else cast(sa.bias), cast(self.proj.weight),
+            cast(self.proj.bias), fold)
+        x = parax_ops.gelu_up(x, cast(up))  # [B, L, C]
+        conv2 = (cast(self.dwconv2.weight), cast(self.dwconv2.bias)) \
+            if self.with_conv else (None, None)
+        layer = None if self.layer_scale_init is None \
+            else (cast(self.layer_scale), cast(self.layer_bias))
+        res = None if self.res_scale_init is None \
+            else (cast(self.res_scale), cast(self.res_bias))
+        return parax_ops.out_block(x, shortcut, *conv2, layer, res,
+                                   hw_shape, fold)
 
     def route(self, pooled: torch.Tensor) -> torch.Tensor:
         """Routing weights of each sample.
@@ -467,93 +468,30 @@ class ParaXAdapter(PEFTModule):
             else logits.relu()
         return gates if keep is None else gates * keep
 
-    @staticmethod
-    def _residual_dwconv(conv, x, hw_shape, fp16=False):
-        """``x + conv(x)`` for tokens x: [B, L, C] -> [B, L, C].
-
-        The tokens are viewed as a channels-last map (no copy; the fast
-        layout of depthwise convs on CPUs); outside ``force_fp16`` the
-        identity is folded into the kernel.
-        """
-        B, L, C = x.shape
-        grid = x.reshape(B, *hw_shape, C).permute(0, 3, 1, 2)
-        pad = conv.kernel_size[0] // 2
-        if fp16:
-            out = grid + conv(grid)
-        else:
-            identity = torch.zeros_like(conv.weight[0, 0])
-            identity[pad, pad] = 1
-            out = F.conv2d(grid, conv.weight + identity, conv.bias,
-                           padding=pad, groups=C)
-        return out.permute(0, 2, 3, 1).reshape(B, L, C)
-
-    def _spatial_mix(self, x0, kernels, hw_shape, cast=None):
-        """Routed depthwise cascade and scale attention.
+    def _cascade(self, x0, kernels, hw_shape, cast):
+        """Routed depthwise cascade.
 
         Args:
             x0 (Tensor): [B, hidden_dim, H*W] cascade input, channels first.
             kernels (list[Tensor]): [B, hidden_dim, 1, k, k] per kernel size.
-            cast (callable, optional): Applied to the cascade scales and the
-                scale attention bias (float16 under ``force_fp16``).
+            cast (callable): Applied to the cascade scales.
 
         Returns:
-            Tensor: [B, hidden_dim, H*W], the mixture plus ``x0``.
+            list[Tensor]: The outputs [B, hidden_dim, H*W], one per kernel.
         """
         B, R, L = x0.shape
         grid = x0.view(B, R, *hw_shape)
         outs, prev = [], None
         for i, kernel in enumerate(kernels):
             if i == 0 or self.layout == 'parallel':
-                inp = grid
+                prev = dynamic_depthwise_conv(grid, kernel)
             elif self.layout == 'sequential':
-                inp = prev
-            else:
-                a = self.cascade_scale if cast is None \
-                    else cast(self.cascade_scale)
-                inp = torch.addcmul(a[2 * i - 2] * grid, prev, a[2 * i - 1])
-            prev = dynamic_depthwise_conv(inp, kernel)
+                prev = dynamic_depthwise_conv(prev, kernel)
+            else:  # a learned blend of the input and the previous output
+                scales = cast(self.cascade_scale)[2 * i - 2:2 * i]
+                prev = dynamic_depthwise_conv(grid, kernel, prev, scales)
             outs.append(prev.view(B, R, L))
-        if len(outs) == 1:
-            return outs[0] + x0
-        if self.scale_attn is None:
-            return sum(outs) / len(outs) + x0
-        sa = self.scale_attn
-        bias = sa.bias if cast is None else cast(sa.bias)
-        total = outs[0] + outs[1]
-        for o in outs[2:]:
-            total += o
-        weights = torch.matmul(sa.weight, total).add_(bias[:, None])
-        weights = weights.softmax(dim=1)  # [B, num_kernels, L]
-        mixed = torch.addcmul(x0, outs[0], weights[:, :1])
-        for i, o in enumerate(outs[1:], 1):
-            mixed.addcmul_(o, weights[:, i:i + 1])
-        return mixed
-
-    def _residual_out(self, x, shortcut, cast=None):
-        """``x * layer_scale + layer_bias + shortcut * res_scale +
-        res_bias`` (each pair only if enabled); x, shortcut: [B, L, C].
-
-        ``cast`` (float16 under ``force_fp16``): the reference's order of
-        operations on cast scales and biases.
-        """
-        layer = None if self.layer_scale_init is None \
-            else (self.layer_scale, self.layer_bias)
-        res = None if self.res_scale_init is None \
-            else (self.res_scale, self.res_bias)
-        if cast is not None:
-            if layer is not None:
-                x = torch.addcmul(cast(layer[1]), x, cast(layer[0]))
-            if res is not None:
-                shortcut = torch.addcmul(cast(res[1]), shortcut, cast(res[0]))
-            return x + shortcut
-        if layer is None and res is None:
-            return x + shortcut
-        if res is None:
-            return torch.addcmul(layer[1], x, layer[0]).add_(shortcut)
-        if layer is None:
-            return torch.addcmul(res[1], shortcut, res[0]).add_(x)
-        return torch.addcmul(layer[1] + res[1], x,
-                             layer[0]).addcmul_(shortcut, res[0])
+        return outs
 
     def extra_repr(self):
         return (f'dim={self.dim}, hidden_dim={self.hidden_dim}, '
